@@ -1,0 +1,336 @@
+"""The `regards-order` command line: download an order, or run the simulator.
+
+Exit codes: 0 every file of the order is at the target, verified; 1 a file failed or the order
+cannot be delivered; 2 a usage or configuration error. Errors are one line on stderr, never a
+traceback; the report (`--json`) is the only thing written to stdout.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Coroutine
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
+
+import click
+from pydantic import SecretStr, ValidationError
+
+from regards_order.errors import (
+    AuthenticationError,
+    ConfigurationError,
+    RegardsOrderError,
+)
+from regards_order.settings import Connection, DownloadOptions
+
+if TYPE_CHECKING:
+    from prefect.client.schemas.objects import State
+
+    from regards_order.report import OrderReport
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+PROG = "regards-order"
+DEMO_SCENARIO = Path(__file__).parent / "simulator" / "scenarios" / "demo.json"
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    click.echo(f"{PROG}: error: {message}", err=True)
+    raise SystemExit(code)
+
+
+def _validation_message(error: ValidationError) -> str:
+    first = error.errors()[0]
+    where = ".".join(str(part) for part in first["loc"])
+    text = str(first["msg"]).removeprefix("Value error, ")
+    return f"{where}: {text}" if where else text
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="regards-order", prog_name=PROG)
+def cli() -> None:
+    """Deliver every file of a CNES REGARDS order, verified, to a folder or any fsspec URL."""
+
+
+def _download_options(command: Callable[..., Any]) -> Callable[..., Any]:
+    options = [
+        click.option(
+            "--host",
+            envvar="REGARDS_HOST",
+            help="REGARDS base URL, e.g. https://regards.example.org.",
+        ),
+        click.option(
+            "--project", envvar="REGARDS_PROJECT", help="REGARDS project (the OAuth2 scope)."
+        ),
+        click.option("--username", envvar="REGARDS_USERNAME", help="REGARDS user."),
+        click.option(
+            "--password",
+            envvar="REGARDS_PASSWORD",
+            help="Password (prefer REGARDS_PASSWORD or the prompt).",
+        ),
+        click.option(
+            "--token", envvar="REGARDS_TOKEN", help="A ready Bearer token instead of a login."
+        ),
+        click.option(
+            "--client-id",
+            envvar="REGARDS_CLIENT_ID",
+            default="client",
+            show_default=True,
+            help="Basic user of the token endpoint.",
+        ),
+        click.option(
+            "--client-secret",
+            envvar="REGARDS_CLIENT_SECRET",
+            default="secret",
+            help="Basic password of the token endpoint (default: secret).",
+        ),
+        click.option(
+            "--target", envvar="REGARDS_TARGET", help="Folder or fsspec URL the files go to."
+        ),
+        click.option(
+            "--concurrency",
+            envvar="REGARDS_CONCURRENCY",
+            type=int,
+            default=4,
+            show_default=True,
+            help="Files transferred in parallel.",
+        ),
+        click.option(
+            "--poll-interval",
+            envvar="REGARDS_POLL_INTERVAL",
+            type=float,
+            default=5.0,
+            show_default=True,
+            help="Initial seconds between two looks at the order.",
+        ),
+        click.option(
+            "--max-poll-interval",
+            envvar="REGARDS_MAX_POLL_INTERVAL",
+            type=float,
+            default=120.0,
+            show_default=True,
+            help="Longest interval between two looks.",
+        ),
+        click.option(
+            "--timeout",
+            envvar="REGARDS_TIMEOUT",
+            type=float,
+            default=None,
+            help="Overall deadline in seconds (default: none).",
+        ),
+        click.option(
+            "--page-size",
+            envvar="REGARDS_PAGE_SIZE",
+            type=int,
+            default=500,
+            show_default=True,
+            help="Files per page of the listing (max 2000).",
+        ),
+        click.option(
+            "--retries",
+            envvar="REGARDS_RETRIES",
+            type=int,
+            default=5,
+            show_default=True,
+            help="Further attempts of a file after a transient failure.",
+        ),
+        click.option(
+            "--retry-delay",
+            envvar="REGARDS_RETRY_DELAY",
+            type=float,
+            default=2.0,
+            show_default=True,
+            help="First retry delay in seconds (doubles, with jitter).",
+        ),
+        click.option(
+            "--ca-bundle",
+            envvar="REGARDS_CA_BUNDLE",
+            help="PEM file of certificate authorities to trust.",
+        ),
+        click.option(
+            "--insecure",
+            is_flag=True,
+            envvar="REGARDS_INSECURE",
+            help="Do not verify the server's TLS certificate.",
+        ),
+        click.option(
+            "--json",
+            "as_json",
+            is_flag=True,
+            envvar="REGARDS_JSON",
+            help="Print the final report as JSON on stdout.",
+        ),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+@cli.command()
+@click.argument("order_id", type=click.IntRange(min=1))
+@_download_options
+def download(order_id: int, **values: Any) -> None:
+    """Download every file of ORDER_ID to --target, verified."""
+    connection, options, target = _settings(values)
+    _preflight(connection)
+    code = _run(order_id, target, connection, options, as_json=values["as_json"])
+    raise SystemExit(code)
+
+
+def _settings(values: dict[str, Any]) -> tuple[Connection, DownloadOptions, str]:
+    missing = [name for name in ("host", "project", "target") if not values.get(name)]
+    if missing:
+        flags = ", ".join(f"--{name} (or REGARDS_{name.upper()})" for name in missing)
+        _fail(f"missing {flags}", EXIT_USAGE)
+    password = values.get("password")
+    if not values.get("token"):
+        if not values.get("username"):
+            _fail("give --username (and a password) or --token", EXIT_USAGE)
+        if password is None:
+            if not sys.stdin.isatty():
+                _fail("no password: set REGARDS_PASSWORD, give --password, or use --token", 2)
+            password = click.prompt("REGARDS password", hide_input=True, err=True)
+    try:
+        connection = Connection(
+            host=values["host"],
+            project=values["project"],
+            username=values.get("username"),
+            password=SecretStr(password) if password is not None else None,
+            token=SecretStr(values["token"]) if values.get("token") else None,
+            client_id=values["client_id"],
+            client_secret=SecretStr(values["client_secret"]),
+            verify_tls=not values["insecure"],
+            ca_bundle=values.get("ca_bundle"),
+        )
+        options = DownloadOptions(
+            concurrency=values["concurrency"],
+            poll_interval=values["poll_interval"],
+            max_poll_interval=values["max_poll_interval"],
+            timeout=values["timeout"],
+            page_size=values["page_size"],
+            retries=values["retries"],
+            retry_delay=values["retry_delay"],
+        )
+    except ValidationError as error:
+        _fail(_validation_message(error), EXIT_USAGE)
+    if connection.ca_bundle and not Path(connection.ca_bundle).is_file():
+        _fail(f"--ca-bundle {connection.ca_bundle}: no such file", EXIT_USAGE)
+    return connection, options, values["target"]
+
+
+def _preflight(connection: Connection) -> None:
+    """Fail fast, before starting Prefect, on credentials the server refuses."""
+    from regards_order.client import shared_client
+
+    try:
+        shared_client(connection).check_credentials()
+    except AuthenticationError as error:
+        _fail(f"authentication failed: {error}", EXIT_USAGE)
+    except RegardsOrderError as error:
+        _fail(str(error), EXIT_FAILED)
+
+
+def _run(
+    order_id: int, target: str, connection: Connection, options: DownloadOptions, *, as_json: bool
+) -> int:
+    import asyncio
+
+    from flows.download_order import download_order
+    from regards_order.report import DeliveryIncomplete, OrderReport
+
+    run: Coroutine[Any, Any, State[OrderReport]] = download_order(  # type: ignore[assignment]
+        order_id=order_id,
+        target=target,
+        connection=connection,
+        options=options,
+        return_state=True,
+    )
+    state = asyncio.run(run)
+    result = state.result(raise_on_failure=False)
+    if isinstance(result, OrderReport):
+        _emit(result, as_json)
+        click.echo(result.summary(), err=True)
+        return EXIT_OK
+    if isinstance(result, DeliveryIncomplete):
+        _emit(result.report, as_json)
+        click.echo(f"{PROG}: {result.report.summary()}", err=True)
+        return EXIT_FAILED
+    if isinstance(result, ConfigurationError | AuthenticationError):
+        _fail(str(result), EXIT_USAGE)
+    if isinstance(result, RegardsOrderError):
+        _fail(str(result), EXIT_FAILED)
+    message = str(result) if isinstance(result, BaseException) else state.message
+    _fail(f"the download flow failed: {message}", EXIT_FAILED)
+
+
+def _emit(report: Any, as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(report.model_dump(mode="json"), indent=2))
+
+
+@cli.command()
+@click.option(
+    "--scenario",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    default=DEMO_SCENARIO,
+    help="Scenario JSON file (default: the bundled demo).",
+)
+@click.option("--port", type=click.IntRange(0, 65535), default=8080, show_default=True)
+@click.option("--bind", default="127.0.0.1", show_default=True, help="Address to listen on.")
+def simulate(scenario: Path, port: int, bind: str) -> None:
+    """Run the REGARDS simulator alone, until SIGTERM or Ctrl-C."""
+    from regards_order.simulator import load_scenario
+    from regards_order.simulator.server import serve
+
+    try:
+        loaded = load_scenario(scenario)
+    except (ValueError, OSError) as error:
+        _fail(f"scenario {scenario}: {error}", EXIT_USAGE)
+    try:
+        serve(loaded, bind, port)
+    except OSError as error:
+        _fail(f"cannot listen on {bind}:{port}: {error.strerror or error}", EXIT_USAGE)
+
+
+@cli.command()
+@click.option("--target", default="./regards-demo", show_default=True, help="Where the files go.")
+@click.option("--json", "as_json", is_flag=True, help="Print the final report as JSON on stdout.")
+def demo(target: str, as_json: bool) -> None:
+    """Run the real flow against the bundled simulator (order 1234) into --target."""
+    from regards_order.simulator import Simulator, load_scenario
+
+    scenario = load_scenario(DEMO_SCENARIO)
+    with Simulator(scenario) as simulator:
+        click.echo(f"REGARDS simulator at {simulator.url}, downloading order 1234", err=True)
+        connection = Connection(
+            host=simulator.url,
+            project=scenario.project,
+            username=scenario.users[0].username,
+            password=SecretStr(scenario.users[0].password or ""),
+        )
+        options = DownloadOptions(poll_interval=0.2, max_poll_interval=2.0, retry_delay=0.2)
+        code = _run(1234, target, connection, options, as_json=as_json)
+    raise SystemExit(code)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: run the command line and return its exit code."""
+    try:
+        cli.main(args=argv, prog_name=PROG, standalone_mode=False)
+    except click.exceptions.Exit as done:
+        return done.exit_code
+    except click.ClickException as error:
+        click.echo(f"{PROG}: error: {error.format_message()}", err=True)
+        return EXIT_USAGE if isinstance(error, click.UsageError) else EXIT_FAILED
+    except click.exceptions.Abort:
+        click.echo(f"{PROG}: interrupted", err=True)
+        return 130
+    except KeyboardInterrupt:
+        click.echo(f"{PROG}: interrupted", err=True)
+        return 130
+    except SystemExit as leaving:
+        return leaving.code if isinstance(leaving.code, int) else EXIT_FAILED
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

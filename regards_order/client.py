@@ -1,0 +1,301 @@
+"""The REGARDS HTTP client: log in, read an order, list its available files, stream a file.
+
+This module is the only one that speaks HTTP to REGARDS. It knows nothing of files on disk.
+One client serves every thread of a process (`shared_client`): httpx pools the connections.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import json
+import ssl
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+import httpx
+
+from regards_order import __version__
+from regards_order.auth import BearerAuth, Token, token_from_login_answer
+from regards_order.errors import (
+    STATUS_ERRORS,
+    AuthenticationError,
+    MalformedResponse,
+    RegardsOrderError,
+    ServerError,
+    TransportError,
+    TruncatedBody,
+    parse_retry_after,
+)
+from regards_order.models import FilePage, Order, OrderFile, parse_order, parse_page
+from regards_order.settings import Connection
+
+#: Bytes handed over per read of a file body: large enough for throughput, small for memory.
+CHUNK_SIZE = 1024 * 1024
+
+
+@dataclass
+class Download:
+    """An open file body: its announced size and an iterator over its chunks."""
+
+    response: httpx.Response
+    size: int | None
+
+    def chunks(self) -> Iterator[bytes]:
+        """The body in chunks; a broken or short body raises TruncatedBody or TransportError."""
+        received = 0
+        try:
+            for chunk in self.response.iter_bytes(CHUNK_SIZE):
+                received += len(chunk)
+                yield chunk
+        except httpx.RemoteProtocolError as error:
+            raise TruncatedBody(
+                f"the connection closed after {received} bytes"
+                + (f" of {self.size}" if self.size is not None else "")
+                + f" ({error})"
+            ) from None
+        except httpx.TransportError as error:
+            raise TransportError(f"the download broke after {received} bytes: {error!r}") from None
+        if self.size is not None and received < self.size:
+            raise TruncatedBody(f"the body ended after {received} of {self.size} bytes")
+
+
+class RegardsClient:
+    """Calls to one REGARDS server on behalf of one user."""
+
+    def __init__(self, connection: Connection, *, max_connections: int = 32) -> None:
+        self.connection = connection
+        verify: ssl.SSLContext | bool = connection.verify_tls
+        if connection.ca_bundle:
+            verify = ssl.create_default_context(cafile=connection.ca_bundle)
+        token = connection.token.get_secret_value() if connection.token is not None else None
+        self._auth = BearerAuth(login=None if token else self._login, token=token)
+        self._http = httpx.Client(
+            auth=self._auth,
+            verify=verify,
+            follow_redirects=True,
+            timeout=httpx.Timeout(
+                connect=15.0, read=connection.read_timeout, write=60.0, pool=None
+            ),
+            limits=httpx.Limits(
+                max_connections=max_connections, max_keepalive_connections=max_connections
+            ),
+            headers={"User-Agent": f"regards-order/{__version__}"},
+        )
+        self._origin = _origin(connection.host)
+
+    def close(self) -> None:
+        """Close the pooled connections."""
+        self._http.close()
+
+    # -- authentication -------------------------------------------------------------------
+
+    def _login(self) -> Token:
+        connection = self.connection
+        assert connection.username is not None and connection.password is not None
+        credentials = {
+            "username": connection.username,
+            "password": connection.password.get_secret_value(),
+            "grant_type": "password",
+        }
+        response = self._send(
+            "POST",
+            f"{connection.api_url}/rs-authentication/oauth/token",
+            what="login",
+            params={"scope": connection.project},
+            json=credentials,
+            auth=httpx.BasicAuth(connection.client_id, connection.client_secret.get_secret_value()),
+        )
+        if response.status_code == 400:
+            raise AuthenticationError(
+                f"login refused for user {connection.username!r} on project "
+                f"{connection.project!r}: wrong username, password or project"
+            )
+        if response.status_code == 401:
+            raise AuthenticationError(
+                f"the token endpoint refused the client credentials (client id "
+                f"{connection.client_id!r}): check --client-id and --client-secret"
+            )
+        _raise_for_status(response, "login")
+        return token_from_login_answer(_json(response, "login"), now=time.monotonic())
+
+    def check_credentials(self) -> None:
+        """Log in now (or accept the given token) so that bad credentials fail early."""
+        self._auth.current()
+
+    # -- orders ---------------------------------------------------------------------------
+
+    def get_order(self, order_id: int) -> Order:
+        """The order's current status and counts."""
+        what = f"order {order_id}"
+        response = self._send(
+            "GET", f"{self.connection.api_url}/rs-order/user/orders/{order_id}", what=what
+        )
+        _raise_for_status(response, what)
+        return parse_order(_json(response, what))
+
+    def available_page(self, order_id: int, page: int, size: int) -> FilePage:
+        """One page of the files of the order that are available now."""
+        what = f"the available files of order {order_id}"
+        response = self._send(
+            "GET",
+            f"{self.connection.api_url}/rs-order/orders/{order_id}/files/available",
+            what=what,
+            params={"page": page, "size": size},
+        )
+        _raise_for_status(response, what)
+        if response.status_code == 204 or not response.content.strip():
+            if response.status_code == 204:
+                return parse_page(None, requested_page=page)
+            raise MalformedResponse(f"{what}: the server answered an empty body")
+        return parse_page(_json(response, what), requested_page=page)
+
+    def iter_available(self, order_id: int, page_size: int) -> Iterator[OrderFile]:
+        """Every available file, page after page.
+
+        The list shrinks while files are downloaded, so a walk over it may miss some: callers
+        track files by key and list again later.
+        """
+        page = 0
+        while True:
+            current = self.available_page(order_id, page, page_size)
+            yield from current.files
+            if not current.has_next:
+                return
+            page += 1
+
+    # -- files ----------------------------------------------------------------------------
+
+    def download_url(self, file: OrderFile) -> tuple[str, bool]:
+        """The URL to fetch a file from, and whether our credentials may be sent there.
+
+        The server's URL is used when it is on the configured host. Behind proxies a server
+        often names another host: a file with an id is then fetched from the documented
+        endpoint of the configured host, and the token is never sent to a foreign host.
+        """
+        if _origin(file.url) == self._origin:
+            return file.url, True
+        if file.id is not None:
+            return f"{self.connection.api_url}/rs-order/orders/files/{file.id}", True
+        return file.url, False
+
+    @contextlib.contextmanager
+    def open_file(self, file: OrderFile) -> Iterator[Download]:
+        """Open a file's body as a stream; the answer's status is checked first."""
+        url, authenticated = self.download_url(file)
+        what = f"file {file.key} ({file.filename!r})"
+        request = self._http.build_request("GET", url)
+        try:
+            response = self._http.send(
+                request, stream=True, auth=self._auth if authenticated else None
+            )
+        except httpx.TransportError as error:
+            raise _transport_error(what, url, error) from None
+        try:
+            if response.status_code != 200:
+                response.read()
+                _raise_for_status(response, what, ok=())
+            length = response.headers.get("Content-Length")
+            size = int(length) if length and length.isdigit() else None
+            yield Download(response=response, size=size)
+        except httpx.TransportError as error:
+            raise _transport_error(what, url, error) from None
+        finally:
+            response.close()
+
+    # -- plumbing -------------------------------------------------------------------------
+
+    def _send(self, method: str, url: str, *, what: str, **kwargs: object) -> httpx.Response:
+        try:
+            return self._http.request(method, url, **kwargs)  # type: ignore[arg-type]
+        except httpx.TransportError as error:
+            raise _transport_error(what, url, error) from None
+
+
+def _origin(url: str) -> tuple[str, str]:
+    parts = urlsplit(url)
+    return parts.scheme.lower(), parts.netloc.lower()
+
+
+def _transport_error(what: str, url: str, error: httpx.TransportError) -> TransportError:
+    parts = urlsplit(url)
+    # Only scheme and host: a URL may carry a token in its query string.
+    where = f"{parts.scheme}://{parts.netloc}"
+    reason = str(error) or type(error).__name__
+    return TransportError(f"{what}: cannot reach {where}: {reason}")
+
+
+def _raise_for_status(
+    response: httpx.Response, what: str, ok: tuple[int, ...] = (200, 204, 206)
+) -> None:
+    status = response.status_code
+    if status in ok:
+        return
+    error_class: type[RegardsOrderError] = STATUS_ERRORS.get(status, ServerError)
+    detail = _server_message(response)
+    message = f"{what}: HTTP {status} {_meaning(status)}" + (f" ({detail})" if detail else "")
+    raise error_class(message, retry_after=parse_retry_after(response.headers.get("Retry-After")))
+
+
+def _meaning(status: int) -> str:
+    meanings = {
+        202: "not restored from storage yet",
+        401: "authentication rejected",
+        403: "access denied (not your order?)",
+        404: "not found (unknown, or the order expired)",
+        410: "gone from the cache",
+        422: "in error on the server",
+        429: "download quota exceeded",
+    }
+    if status in meanings:
+        return meanings[status]
+    return "server error" if status >= 500 else "unexpected answer"
+
+
+def _server_message(response: httpx.Response) -> str:
+    """A short, one-line excerpt of what the server said, if anything useful."""
+    try:
+        body = response.json()
+    except ValueError:
+        text = response.text if response.content else ""
+        return " ".join(text.split())[:120]
+    if isinstance(body, dict):
+        for key in ("message", "messages", "error_description", "error"):
+            if body.get(key):
+                return " ".join(str(body[key]).split())[:200]
+    return ""
+
+
+def _json(response: httpx.Response, what: str) -> object:
+    try:
+        return json.loads(response.content)
+    except ValueError:
+        kind = response.headers.get("Content-Type", "no content type").split(";")[0]
+        excerpt = " ".join(response.text.split())[:80]
+        raise MalformedResponse(
+            f"{what}: the server answered {kind}, not JSON: {excerpt!r}"
+        ) from None
+
+
+_shared: dict[Connection, RegardsClient] = {}
+_shared_lock = threading.Lock()
+
+
+def shared_client(connection: Connection) -> RegardsClient:
+    """The process-wide client of one connection, created on first use."""
+    with _shared_lock:
+        client = _shared.get(connection)
+        if client is None:
+            client = _shared[connection] = RegardsClient(connection)
+        return client
+
+
+@atexit.register
+def _close_shared() -> None:
+    with _shared_lock:
+        for client in _shared.values():
+            client.close()
+        _shared.clear()

@@ -1,0 +1,148 @@
+"""The bookkeeping of one order's delivery: known files, queue, files in flight, outcomes.
+
+Files are tracked by key (id, or URL where the server gives no id), because the server's list
+of available files shrinks while we download: a file seen once is never lost, a file listed
+twice is transferred once.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable
+
+from regards_order.client import RegardsClient
+from regards_order.errors import InvalidFileRecord
+from regards_order.models import OrderFile
+from regards_order.paths import NamePlanner
+from regards_order.record import DeliveryRecord
+from regards_order.report import FileOutcome, OrderReport, Outcome
+from regards_order.transfer import Target, is_verified, write_verified
+
+
+def fetch_file(
+    client: RegardsClient, target: Target, file: OrderFile, name: str, *, attempts: int = 1
+) -> FileOutcome:
+    """Deliver one file under `name`: skipped if already there and verified, else downloaded.
+
+    Raises a RegardsOrderError when the file cannot be delivered this time.
+    """
+    problem = file.verification_problem()
+    if problem is not None:
+        raise InvalidFileRecord(problem)
+    assert file.checksum is not None
+    path = target.path(name)
+    location = target.url(path)
+    if is_verified(target, path, file.checksum, file.size):
+        return FileOutcome.for_file(
+            file, target=location, outcome=Outcome.SKIPPED, attempts=attempts, md5=file.checksum
+        )
+    with client.open_file(file) as download:
+        expected_size = file.size if file.size is not None else download.size
+        written = write_verified(
+            target, path, download.chunks(), md5=file.checksum, size=expected_size
+        )
+    return FileOutcome.for_file(
+        file,
+        target=location,
+        outcome=Outcome.DOWNLOADED,
+        attempts=attempts,
+        size=written.size,
+        md5=written.md5,
+    )
+
+
+class Delivery:
+    """What is known of one order's files during one run."""
+
+    def __init__(self, record: DeliveryRecord) -> None:
+        self.record = record
+        entries = record.entries
+        self._names = NamePlanner({key: entry.name for key, entry in entries.items()})
+        self._files: dict[str, OrderFile] = {key: entry.file for key, entry in entries.items()}
+        # Every file an earlier run saw is checked again: skipped if verified, fetched if not.
+        self._queue: deque[str] = deque(entries)
+        self._in_flight: set[str] = set()
+        self._outcomes: dict[str, FileOutcome] = {}
+
+    def discover(self, files: Iterable[OrderFile]) -> list[OrderFile]:
+        """Take in a listing; return the files never seen before (now queued)."""
+        new = []
+        for file in files:
+            if file.key in self._files:
+                continue
+            self._files[file.key] = file
+            self.record.remember(file, self._names.name_for(file))
+            self._queue.append(file.key)
+            new.append(file)
+        return new
+
+    def take(self) -> tuple[OrderFile, str] | None:
+        """The next queued file and its name under the target, now counted as in flight."""
+        if not self._queue:
+            return None
+        key = self._queue.popleft()
+        self._in_flight.add(key)
+        return self._files[key], self._names.name_for(self._files[key])
+
+    def settle(self, outcome: FileOutcome) -> None:
+        """Record how a file in flight ended."""
+        self._in_flight.discard(outcome.key)
+        self._outcomes[outcome.key] = outcome
+        self.record.settle(outcome)
+
+    def file(self, key: str) -> OrderFile:
+        """A known file by key."""
+        return self._files[key]
+
+    @property
+    def queued(self) -> int:
+        """Files waiting for a transfer slot."""
+        return len(self._queue)
+
+    @property
+    def in_flight(self) -> int:
+        """Files being transferred."""
+        return len(self._in_flight)
+
+    @property
+    def idle(self) -> bool:
+        """Nothing queued and nothing in flight."""
+        return not self._queue and not self._in_flight
+
+    @property
+    def known(self) -> int:
+        """Files seen so far."""
+        return len(self._files)
+
+    @property
+    def settled(self) -> int:
+        """Files whose outcome is known."""
+        return len(self._outcomes)
+
+    def location(self, file: OrderFile) -> str:
+        """Where `file` is (or would be) at the target, as the user knows it."""
+        target = self.record.target
+        return target.url(target.path(self._names.name_for(file)))
+
+    def report(self, status: str, problems: list[str], warnings: list[str]) -> OrderReport:
+        """The report of the run; files never settled count as failed with the reason why."""
+        unsettled_reason = problems[0] if problems else "not transferred"
+        outcomes = []
+        for key, file in self._files.items():
+            outcome = self._outcomes.get(key)
+            if outcome is None:
+                outcome = FileOutcome.for_file(
+                    file,
+                    target=self.location(file),
+                    outcome=Outcome.FAILED,
+                    attempts=0,
+                    error=unsettled_reason,
+                )
+            outcomes.append(outcome)
+        return OrderReport(
+            order_id=self.record.document.order_id,
+            status=status,
+            files=outcomes,
+            problems=problems,
+            warnings=warnings,
+        )

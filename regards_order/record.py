@@ -1,0 +1,106 @@
+"""The durable record of an order's delivery, kept beside the files at the target.
+
+The server forgets a file once a download of it was aborted (it leaves the available list and
+no endpoint lists it again), so the record is the only memory of every file a run has seen.
+It lives at `<target>/.regards-order/order-<id>.json`, on the same filesystem as the files
+(local or object store), is rewritten atomically as a run goes, and a later run of the same
+order fetches by id every recorded file that is not verified at the target.
+It holds no secret: file records, names, outcomes and MD5s only.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+
+from pydantic import BaseModel, ValidationError
+
+from regards_order.errors import TargetError
+from regards_order.models import OrderFile
+from regards_order.report import FileOutcome, Outcome
+from regards_order.transfer import PARTIAL_SUFFIX, Target
+
+RECORD_FOLDER = ".regards-order"
+
+
+class RecordEntry(BaseModel):
+    """One file as the record remembers it."""
+
+    file: OrderFile
+    name: str
+    outcome: Outcome | None = None
+    md5: str | None = None
+    error: str | None = None
+
+
+class RecordDocument(BaseModel):
+    """The whole record of one order at one target."""
+
+    version: int = 1
+    order_id: int
+    files: dict[str, RecordEntry] = {}
+
+
+class DeliveryRecord:
+    """Load, update and save the record of one order at one target."""
+
+    def __init__(self, target: Target, order_id: int, document: RecordDocument) -> None:
+        self.target = target
+        self.path = target.path(f"{RECORD_FOLDER}/order-{order_id}.json")
+        self.document = document
+        self._dirty = False
+
+    @classmethod
+    def load(cls, target: Target, order_id: int) -> DeliveryRecord:
+        """The record of `order_id` at `target`, empty when there is none yet."""
+        record = cls(target, order_id, RecordDocument(order_id=order_id))
+        try:
+            raw = target.fs.cat_file(record.path)
+        except FileNotFoundError:
+            return record
+        try:
+            document = RecordDocument.model_validate(json.loads(raw))
+        except (ValueError, ValidationError) as error:
+            raise TargetError(
+                f"the delivery record {target.url(record.path)} is unreadable "
+                f"({error.__class__.__name__}); move it away to start the order afresh"
+            ) from None
+        record.document = document
+        return record
+
+    @property
+    def entries(self) -> dict[str, RecordEntry]:
+        """Recorded files by key."""
+        return self.document.files
+
+    def remember(self, file: OrderFile, name: str) -> None:
+        """Note a newly seen file and the name it was given."""
+        self.document.files[file.key] = RecordEntry(file=file, name=name)
+        self._dirty = True
+
+    def settle(self, outcome: FileOutcome) -> None:
+        """Note how a file ended."""
+        entry = self.document.files.get(outcome.key)
+        if entry is None:
+            return
+        entry.outcome = outcome.outcome
+        entry.md5 = outcome.md5 if outcome.outcome is not Outcome.FAILED else entry.md5
+        entry.error = outcome.error
+        self._dirty = True
+
+    def save(self) -> None:
+        """Write the record if it changed, atomically (a temporary object, then a rename)."""
+        if not self._dirty:
+            return
+        data = self.document.model_dump_json(indent=1).encode()
+        partial = f"{self.path}.{secrets.token_hex(4)}{PARTIAL_SUFFIX}"
+        fs = self.target.fs
+        try:
+            fs.makedirs(self.path.rpartition("/")[0], exist_ok=True)
+            fs.pipe_file(partial, data)
+            fs.mv(partial, self.path)
+        except OSError as error:
+            raise TargetError(
+                f"cannot write the delivery record {self.target.url(self.path)}: {error}"
+            ) from None
+        self._dirty = False

@@ -1,0 +1,147 @@
+"""Settings: where the REGARDS server is, who we are, and how to download.
+
+One validated object each, shared by the command line, the flow parameters and the tasks.
+Secrets are `SecretStr`: printed and serialised as `**********`, never as their value.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+
+
+class Connection(BaseModel):
+    """How to reach and authenticate to one REGARDS server."""
+
+    model_config = ConfigDict(frozen=True, title="REGARDS connection")
+
+    host: str = Field(
+        title="REGARDS host",
+        description="Base URL of the REGARDS gateway, e.g. https://regards.example.org "
+        "(the client adds /api/v1).",
+    )
+    project: str = Field(
+        title="Project",
+        description="REGARDS project (tenant), sent as the OAuth2 scope.",
+        min_length=1,
+    )
+    username: str | None = Field(
+        default=None, title="Username", description="REGARDS user (usually an e-mail address)."
+    )
+    password: SecretStr | None = Field(
+        default=None,
+        title="Password",
+        description="Password of the user. Prefer the environment or a Secret block.",
+    )
+    token: SecretStr | None = Field(
+        default=None,
+        title="Token",
+        description="A ready Bearer token, used instead of logging in with a password.",
+    )
+    client_id: str = Field(
+        default="client",
+        title="OAuth2 client id",
+        description="Basic credentials of the token endpoint (REGARDS' default is 'client').",
+    )
+    client_secret: SecretStr = Field(
+        default=SecretStr("secret"),
+        title="OAuth2 client secret",
+        description="Basic credentials of the token endpoint (REGARDS' default is 'secret').",
+    )
+    verify_tls: bool = Field(
+        default=True, title="Verify TLS", description="Check the server's TLS certificate."
+    )
+    ca_bundle: str | None = Field(
+        default=None,
+        title="CA bundle",
+        description="PEM file of certificate authorities to trust instead of the system's.",
+    )
+    read_timeout: float = Field(
+        default=60.0,
+        gt=0,
+        title="Read timeout (s)",
+        description="Seconds without a byte from the server before a request fails.",
+    )
+
+    @field_validator("host")
+    @classmethod
+    def _check_host(cls, value: str) -> str:
+        value = value.strip().rstrip("/")
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise ValueError(
+                f"host must be an http(s) URL such as https://regards.example.org, got {value!r}"
+            )
+        return value
+
+    @model_validator(mode="after")
+    def _check_credentials(self) -> Connection:
+        if self.token is None and (self.username is None or self.password is None):
+            raise ValueError("give a token, or a username and a password")
+        return self
+
+    @property
+    def api_url(self) -> str:
+        """Base URL of the REST API."""
+        return f"{self.host}/api/v1"
+
+
+class DownloadOptions(BaseModel):
+    """How to download an order: parallelism, polling, deadline, retries, storage."""
+
+    model_config = ConfigDict(frozen=True, title="Download options")
+
+    concurrency: int = Field(
+        default=4, ge=1, le=64, title="Concurrency", description="Files transferred in parallel."
+    )
+    poll_interval: float = Field(
+        default=5.0,
+        gt=0,
+        title="Poll interval (s)",
+        description="Initial seconds between two looks at the order; grows while nothing changes.",
+    )
+    max_poll_interval: float = Field(
+        default=120.0,
+        gt=0,
+        title="Longest poll interval (s)",
+        description="Cap of the growing interval between two looks at the order.",
+    )
+    timeout: float | None = Field(
+        default=None,
+        gt=0,
+        title="Deadline (s)",
+        description="Give up after this many seconds in all; empty for no deadline.",
+    )
+    page_size: int = Field(
+        default=500,
+        ge=1,
+        le=2000,
+        title="Page size",
+        description="Files asked per page of the available-files listing (server maximum 2000).",
+    )
+    retries: int = Field(
+        default=5,
+        ge=0,
+        le=50,
+        title="Retries per file",
+        description="Further attempts of a file after a transient failure.",
+    )
+    retry_delay: float = Field(
+        default=2.0,
+        ge=0,
+        title="First retry delay (s)",
+        description="Delay before the first retry of a file; doubles each time, with jitter.",
+    )
+    max_poll_errors: int = Field(
+        default=20,
+        ge=1,
+        title="Poll failures tolerated",
+        description="Consecutive transient failures of the order's status before giving up.",
+    )
+    storage_options: dict[str, Any] = Field(
+        default_factory=dict,
+        title="Storage options",
+        description="Options passed to fsspec for the target (e.g. endpoint_url for S3).",
+    )

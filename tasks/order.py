@@ -1,0 +1,22 @@
+"""Prefect tasks that read an order from REGARDS: its status, and the files available now."""
+
+from __future__ import annotations
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from regards_order.client import shared_client
+from regards_order.models import Order, OrderFile
+from regards_order.settings import Connection
+
+
+@task(name="poll-order", task_run_name="poll-order-{order_id}", cache_policy=NO_CACHE)
+def poll_order(connection: Connection, order_id: int) -> Order:
+    """The order's status and counts, as the server sees them now."""
+    return shared_client(connection).get_order(order_id)
+
+
+@task(name="list-available-files", task_run_name="list-files-{order_id}", cache_policy=NO_CACHE)
+def list_available_files(connection: Connection, order_id: int, page_size: int) -> list[OrderFile]:
+    """Every file of the order available for download now, all pages walked."""
+    return list(shared_client(connection).iter_available(order_id, page_size))

@@ -1,0 +1,63 @@
+"""The Prefect task that delivers one file, retried when what went wrong is transient."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from prefect import Task, task
+from prefect.cache_policies import NO_CACHE
+from prefect.client.schemas.objects import TaskRun
+from prefect.runtime import task_run
+from prefect.states import State
+
+from regards_order.client import shared_client
+from regards_order.delivery import fetch_file
+from regards_order.errors import RegardsOrderError, is_retryable
+from regards_order.models import OrderFile
+from regards_order.report import FileOutcome
+from regards_order.settings import Connection
+from regards_order.transfer import open_target
+
+#: Longest wait a server's Retry-After may impose on one attempt.
+MAX_RETRY_AFTER_SECONDS = 600.0
+
+
+def retry_on_transient(task: Task[Any, Any], run: TaskRun, state: State[Any]) -> bool:
+    """Retry a failed transfer only when the library says the error may pass."""
+    try:
+        state.result()
+    except Exception as error:
+        return is_retryable(error)
+    return False
+
+
+@task(
+    name="transfer-file",
+    task_run_name="transfer-{name}",
+    cache_policy=NO_CACHE,
+    retry_condition_fn=retry_on_transient,
+)
+def transfer_file(
+    connection: Connection,
+    file: OrderFile,
+    name: str,
+    target: str,
+    storage_options: dict[str, Any],
+) -> FileOutcome:
+    """Stream one file to the target, verify its MD5 and commit it; skip it if already there."""
+    attempt = task_run.run_count
+    try:
+        return fetch_file(
+            shared_client(connection),
+            open_target(target, storage_options),
+            file,
+            name,
+            attempts=attempt,
+        )
+    except RegardsOrderError as error:
+        error.attempts = attempt
+        if error.retryable and error.retry_after:
+            # Honour the server's Retry-After before Prefect schedules the next attempt.
+            time.sleep(min(error.retry_after, MAX_RETRY_AFTER_SECONDS))
+        raise
