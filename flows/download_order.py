@@ -65,6 +65,7 @@ async def download_order(
     """Poll the order, transfer each file as it becomes available, report every outcome."""
     logger = get_run_logger()
     destination = open_target(target, options.storage_options)
+    destination.check()
     delivery = Delivery(DeliveryRecord.load(destination, order_id))
     transfer = transfer_file.with_options(
         retries=options.retries,
@@ -78,23 +79,29 @@ async def download_order(
     progress = await acreate_progress_artifact(0.0, description=f"Order {order_id}: files verified")
     status, problems, warnings = OrderStatus.UNKNOWN, [], []
     next_look, poll_errors, final = 0.0, 0, False
+    last_error: RegardsOrderError | None = None
 
     while True:
         now = time.monotonic()
         if now >= next_look:
             try:
                 order = poll_order(connection, order_id)
-                listed = list_available_files(connection, order_id, options.page_size)
+                gone = order.status.files_gone
+                listed = (
+                    [] if gone else list_available_files(connection, order_id, options.page_size)
+                )
             except RegardsOrderError as error:
                 poll_errors += 1
                 if not error.retryable or poll_errors >= options.max_poll_errors:
                     problems.append(str(error))
                     break
+                last_error = error
                 logger.warning("Looking at order %s failed, will retry: %s", order_id, error)
                 next_look = now + pace.next(at_least=error.retry_after or 0.0)
                 continue
-            poll_errors, status, final = 0, order.status, order.status.is_final
-            if status.files_gone:
+            poll_errors, last_error = 0, None
+            status, final = order.status, order.status.is_final
+            if gone:
                 problems.append(f"order {order_id} is {status}: its files are gone from the server")
                 break
             new = delivery.discover(listed)
@@ -110,7 +117,8 @@ async def download_order(
         if now >= deadline:
             problems.append(
                 f"the deadline of {options.timeout:g} s passed with "
-                f"{delivery.known - delivery.settled} files of the order not delivered"
+                f"{delivery.known - delivery.settled} known files not delivered"
+                + (f" (last error: {last_error})" if last_error else "")
             )
             break
         wait = max(0.0, min(next_look, deadline) - time.monotonic())

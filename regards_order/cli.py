@@ -8,6 +8,8 @@ traceback; the report (`--json`) is the only thing written to stdout.
 from __future__ import annotations
 
 import json
+import logging
+import os
 import sys
 from collections.abc import Callable, Coroutine
 from pathlib import Path
@@ -20,13 +22,18 @@ from regards_order.errors import (
     AuthenticationError,
     ConfigurationError,
     RegardsOrderError,
+    TransportError,
 )
-from regards_order.settings import Connection, DownloadOptions
+from regards_order.settings import Connection, DownloadOptions, parse_storage_options
 
 if TYPE_CHECKING:
     from prefect.client.schemas.objects import State
 
     from regards_order.report import OrderReport
+
+# No telemetry from the embedded Prefect server: it cannot reach the internet from most archives'
+# download hosts and would log an error; a user may still turn it on.
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 PROG = "regards-order"
@@ -153,6 +160,21 @@ def _download_options(command: Callable[..., Any]) -> Callable[..., Any]:
             help="Do not verify the server's TLS certificate.",
         ),
         click.option(
+            "--storage-option",
+            "storage_option",
+            multiple=True,
+            metavar="KEY=VALUE",
+            help="fsspec option for the target, repeatable (e.g. endpoint_url=https://...; "
+            "client_kwargs.region_name=eu-west-3). Values are JSON where they parse as JSON.",
+        ),
+        click.option(
+            "--storage-options",
+            "storage_options_json",
+            envvar="REGARDS_STORAGE_OPTIONS",
+            metavar="JSON",
+            help="fsspec options for the target as one JSON object.",
+        ),
+        click.option(
             "--json",
             "as_json",
             is_flag=True,
@@ -171,7 +193,7 @@ def _download_options(command: Callable[..., Any]) -> Callable[..., Any]:
 def download(order_id: int, **values: Any) -> None:
     """Download every file of ORDER_ID to --target, verified."""
     connection, options, target = _settings(values)
-    _preflight(connection)
+    _preflight(order_id, target, connection, options)
     code = _run(order_id, target, connection, options, as_json=values["as_json"])
     raise SystemExit(code)
 
@@ -209,24 +231,68 @@ def _settings(values: dict[str, Any]) -> tuple[Connection, DownloadOptions, str]
             page_size=values["page_size"],
             retries=values["retries"],
             retry_delay=values["retry_delay"],
+            storage_options=parse_storage_options(
+                list(values["storage_option"]), values.get("storage_options_json")
+            ),
         )
     except ValidationError as error:
         _fail(_validation_message(error), EXIT_USAGE)
+    except ValueError as error:
+        _fail(str(error), EXIT_USAGE)
     if connection.ca_bundle and not Path(connection.ca_bundle).is_file():
         _fail(f"--ca-bundle {connection.ca_bundle}: no such file", EXIT_USAGE)
     return connection, options, values["target"]
 
 
-def _preflight(connection: Connection) -> None:
-    """Fail fast, before starting Prefect, on credentials the server refuses."""
+def _preflight(
+    order_id: int, target: str, connection: Connection, options: DownloadOptions
+) -> None:
+    """Fail fast, before starting Prefect, on what cannot work: a bad target, credentials the
+    server refuses, an order that is not the user's or no longer exists. Passing trouble (a
+    server error) is left to the flow, which retries it."""
     from regards_order.client import shared_client
+    from regards_order.transfer import open_target
 
     try:
-        shared_client(connection).check_credentials()
-    except AuthenticationError as error:
-        _fail(f"authentication failed: {error}", EXIT_USAGE)
+        open_target(target, options.storage_options).check()
+    except ConfigurationError as error:
+        _fail(str(error), EXIT_USAGE)
     except RegardsOrderError as error:
         _fail(str(error), EXIT_FAILED)
+    client = shared_client(connection)
+    try:
+        client.check_credentials()
+        order = client.get_order(order_id)
+    except AuthenticationError as error:
+        _fail(f"authentication failed: {error}", EXIT_USAGE)
+    except TransportError as error:
+        # Refused, unknown host, bad certificate: at the very start, a wrong setting far more
+        # often than a passing fault.
+        _fail(str(error), EXIT_FAILED)
+    except RegardsOrderError as error:
+        if not error.retryable:
+            _fail(str(error), EXIT_FAILED)
+        return
+    if order.status.files_gone:
+        _fail(f"order {order_id} is {order.status}: its files are gone from the server", 1)
+
+
+def _quiet_tracebacks() -> None:
+    """Keep Prefect's log lines but drop the tracebacks it attaches to them.
+
+    The command line reports every failure in one line of its own; a traceback on the console
+    is noise to a user, and the Prefect API still records the whole story.
+    """
+
+    def drop_traceback(record: logging.LogRecord) -> bool:
+        record.exc_info = None
+        record.exc_text = None
+        return True
+
+    for name in ("prefect", "prefect.flow_runs", "prefect.task_runs", ""):
+        for handler in logging.getLogger(name).handlers:
+            if isinstance(handler, logging.StreamHandler):
+                handler.addFilter(drop_traceback)
 
 
 def _run(
@@ -237,6 +303,7 @@ def _run(
     from flows.download_order import download_order
     from regards_order.report import DeliveryIncomplete, OrderReport
 
+    _quiet_tracebacks()
     run: Coroutine[Any, Any, State[OrderReport]] = download_order(  # type: ignore[assignment]
         order_id=order_id,
         target=target,

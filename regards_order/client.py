@@ -30,7 +30,14 @@ from regards_order.errors import (
     TruncatedBody,
     parse_retry_after,
 )
-from regards_order.models import FilePage, Order, OrderFile, parse_order, parse_page
+from regards_order.models import (
+    FilePage,
+    Order,
+    OrderFile,
+    parse_order,
+    parse_page,
+    printable,
+)
 from regards_order.settings import Connection
 
 #: Bytes handed over per read of a file body: large enough for throughput, small for memory.
@@ -224,8 +231,12 @@ def _transport_error(what: str, url: str, error: httpx.TransportError) -> Transp
     parts = urlsplit(url)
     # Only scheme and host: a URL may carry a token in its query string.
     where = f"{parts.scheme}://{parts.netloc}"
-    reason = str(error) or type(error).__name__
-    return TransportError(f"{what}: cannot reach {where}: {reason}")
+    reason = printable(str(error) or type(error).__name__)
+    if isinstance(error, httpx.ConnectError | httpx.ConnectTimeout):
+        return TransportError(f"{what}: cannot reach {where}: {reason}")
+    if isinstance(error, httpx.TimeoutException):
+        return TransportError(f"{what}: {where} stopped answering ({type(error).__name__})")
+    return TransportError(f"{what}: the exchange with {where} broke: {reason}")
 
 
 def _raise_for_status(

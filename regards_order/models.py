@@ -18,6 +18,12 @@ from pydantic import BaseModel, ConfigDict
 from regards_order.errors import MalformedResponse
 
 _MD5_HEX = re.compile(r"^[0-9a-f]{32}$")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+
+
+def printable(text: str) -> str:
+    """`text` with control characters escaped, fit for one line of a log or a message."""
+    return _CONTROL.sub(lambda m: repr(m.group())[1:-1], text)
 
 
 class OrderStatus(StrEnum):

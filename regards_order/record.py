@@ -11,14 +11,13 @@ It holds no secret: file records, names, outcomes and MD5s only.
 from __future__ import annotations
 
 import json
-import secrets
 
 from pydantic import BaseModel, ValidationError
 
 from regards_order.errors import TargetError
 from regards_order.models import OrderFile
 from regards_order.report import FileOutcome, Outcome
-from regards_order.transfer import PARTIAL_SUFFIX, Target
+from regards_order.transfer import Target, write_small
 
 RECORD_FOLDER = ".regards-order"
 
@@ -93,14 +92,5 @@ class DeliveryRecord:
         if not self._dirty:
             return
         data = self.document.model_dump_json(indent=1).encode()
-        partial = f"{self.path}.{secrets.token_hex(4)}{PARTIAL_SUFFIX}"
-        fs = self.target.fs
-        try:
-            fs.makedirs(self.path.rpartition("/")[0], exist_ok=True)
-            fs.pipe_file(partial, data)
-            fs.mv(partial, self.path)
-        except OSError as error:
-            raise TargetError(
-                f"cannot write the delivery record {self.target.url(self.path)}: {error}"
-            ) from None
+        write_small(self.target, self.path, data)
         self._dirty = False

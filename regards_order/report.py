@@ -7,7 +7,7 @@ from enum import StrEnum
 from pydantic import BaseModel, ConfigDict, computed_field
 
 from regards_order.errors import RegardsOrderError
-from regards_order.models import OrderFile
+from regards_order.models import OrderFile, printable
 
 
 class Outcome(StrEnum):
@@ -87,10 +87,10 @@ class OrderReport(BaseModel):
         failed = [f for f in self.files if f.outcome is Outcome.FAILED]
         parts = []
         if failed:
-            shown = "; ".join(f"{f.filename or f.key}: {f.error}" for f in failed[:3])
+            shown = "; ".join(printable(f"{f.filename or f.key}: {f.error}") for f in failed[:3])
             more = f"; and {len(failed) - 3} more" if len(failed) > 3 else ""
             parts.append(f"{len(failed)} of {len(self.files)} files failed: {shown}{more}")
-        parts.extend(self.problems)
+        parts.extend(printable(problem) for problem in self.problems)
         if not parts:
             counts = self.counts
             return (

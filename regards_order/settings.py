@@ -6,6 +6,7 @@ Secrets are `SecretStr`: printed and serialised as `**********`, never as their 
 
 from __future__ import annotations
 
+import json
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -143,5 +144,79 @@ class DownloadOptions(BaseModel):
     storage_options: dict[str, Any] = Field(
         default_factory=dict,
         title="Storage options",
-        description="Options passed to fsspec for the target (e.g. endpoint_url for S3).",
+        description='Options passed to fsspec for the target, e.g. {"endpoint_url": '
+        '"https://s3.example.org"} for S3. Credentials do not go here: they come from the '
+        "worker's environment, profiles or instance roles.",
     )
+
+    @field_validator("storage_options")
+    @classmethod
+    def _no_credentials(cls, value: dict[str, Any]) -> dict[str, Any]:
+        check_no_credentials(value)
+        return value
+
+
+#: Storage option names that would carry a credential: those come from the environment,
+#: profiles or instance roles, never from a parameter that Prefect stores and shows.
+CREDENTIAL_OPTIONS = frozenset(
+    {
+        "key",
+        "secret",
+        "token",
+        "password",
+        "session_token",
+        "aws_access_key_id",
+        "aws_secret_access_key",
+        "aws_session_token",
+        "account_key",
+        "sas_token",
+        "client_secret",
+    }
+)
+
+
+def parse_storage_options(pairs: list[str], document: str | None = None) -> dict[str, Any]:
+    """Storage options from a JSON object and `KEY=VALUE` pairs (pairs win).
+
+    Values are JSON where they parse as JSON (`true`, `3`, `{"a": 1}`), text otherwise; a
+    dotted key reaches a nested option (`client_kwargs.endpoint_url=...`).
+    """
+    options: dict[str, Any] = {}
+    if document:
+        try:
+            loaded = json.loads(document)
+        except ValueError as error:
+            raise ValueError(f"storage options are not valid JSON: {error}") from None
+        if not isinstance(loaded, dict):
+            raise ValueError("storage options must be a JSON object")
+        options.update(loaded)
+    for pair in pairs:
+        key, equals, raw = pair.partition("=")
+        if not equals or not key.strip():
+            raise ValueError(f"storage option {pair!r} is not KEY=VALUE")
+        try:
+            value: Any = json.loads(raw)
+        except ValueError:
+            value = raw
+        *parents, leaf = key.strip().split(".")
+        node = options
+        for part in parents:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ValueError(f"storage option {key!r}: {part!r} is not a group of options")
+            node = child
+        node[leaf] = value
+    check_no_credentials(options)
+    return options
+
+
+def check_no_credentials(options: dict[str, Any], where: str = "") -> None:
+    """Refuse storage options that carry credentials (see CREDENTIAL_OPTIONS)."""
+    for key, value in options.items():
+        if key.lower() in CREDENTIAL_OPTIONS:
+            raise ValueError(
+                f"storage option {where}{key} would carry a credential: use the standard "
+                "environment variables, profiles or instance roles instead"
+            )
+        if isinstance(value, dict):
+            check_no_credentials(value, f"{where}{key}.")

@@ -33,6 +33,11 @@ READ_CHUNK = 1024 * 1024
 #: Marks temporary files, so that they are recognisable (and ignorable) by anyone.
 PARTIAL_SUFFIX = ".regards-partial"
 
+#: Object metadata key holding the MD5 an S3 object was verified against when committed.
+MD5_METADATA_KEY = "regards-md5"
+
+S3_PROTOCOLS = frozenset({"s3", "s3a"})
+
 
 @dataclass(frozen=True)
 class Target:
@@ -40,6 +45,25 @@ class Target:
 
     fs: AbstractFileSystem
     root: str
+
+    @property
+    def writes_objects(self) -> bool:
+        """An S3 store: objects appear whole when an upload completes; no rename, no folders."""
+        protocols = self.fs.protocol
+        names = protocols if isinstance(protocols, tuple | list) else (protocols,)
+        return bool(S3_PROTOCOLS.intersection(names))
+
+    def check(self) -> None:
+        """Fail now, with one clear error, if the target cannot take files."""
+        with _target_errors(self.root):
+            if self.writes_objects:
+                bucket = self.root.split("/", 1)[0]
+                if not self.fs.exists(bucket):
+                    raise TargetError(
+                        f"bucket {bucket!r} does not exist or is not visible with these credentials"
+                    )
+            else:
+                self.fs.makedirs(self.root, exist_ok=True)
 
     def path(self, name: str) -> str:
         """The path of a single-component `name` under the root."""
@@ -84,7 +108,11 @@ def md5_of(target: Target, path: str) -> str | None:
 
 
 def is_verified(target: Target, path: str, md5: str, size: int | None) -> bool:
-    """Whether `path` already holds exactly the expected bytes (size first: it is cheap)."""
+    """Whether `path` already holds exactly the expected bytes (size first: it is cheap).
+
+    On S3 the MD5 recorded in the object's metadata when it was committed is trusted (an ETag
+    is not an MD5), so nothing is downloaded; elsewhere the file is hashed.
+    """
     try:
         info = target.fs.info(path)
     except FileNotFoundError:
@@ -93,6 +121,9 @@ def is_verified(target: Target, path: str, md5: str, size: int | None) -> bool:
         return False
     if size is not None and info.get("size") != size:
         return False
+    if target.writes_objects:
+        metadata: dict[str, str] = target.fs.metadata(path)
+        return metadata.get(MD5_METADATA_KEY) == md5
     return md5_of(target, path) == md5
 
 
@@ -104,40 +135,74 @@ def write_verified(
     md5: str,
     size: int | None,
 ) -> Written:
-    """Write `chunks` to `path`, hashing as they go; commit only if size and MD5 match."""
+    """Write `chunks` to `path`, hashing as they go; commit only if size and MD5 match.
+
+    Files are written under a partial name beside `path` and renamed once verified. S3
+    objects are written straight to their key as a multipart upload, which makes nothing
+    visible until it is completed: a mismatch aborts it instead.
+    """
+    fs = target.fs
+    direct = target.writes_objects
     parent, _, name = path.rpartition("/")
-    partial = f"{parent}/.{name}.{secrets.token_hex(4)}{PARTIAL_SUFFIX}"
+    staging = path if direct else f"{parent}/.{name}.{secrets.token_hex(4)}{PARTIAL_SUFFIX}"
     digest = hashlib.md5(usedforsecurity=False)
     written = 0
+    with _target_errors(path):
+        if not direct:
+            fs.makedirs(parent, exist_ok=True)
+        sink = fs.open(staging, "wb", **({"Metadata": {MD5_METADATA_KEY: md5}} if direct else {}))
     try:
         with _target_errors(path):
-            target.fs.makedirs(parent, exist_ok=True)
-            with target.fs.open(partial, "wb") as sink:
-                for chunk in chunks:
-                    digest.update(chunk)
-                    sink.write(chunk)
-                    written += len(chunk)
+            for chunk in chunks:
+                digest.update(chunk)
+                sink.write(chunk)
+                written += len(chunk)
         if size is not None and written != size:
             raise SizeMismatch(f"received {written} bytes, the server's record says {size}")
         received = digest.hexdigest()
         if received != md5:
             raise ChecksumMismatch(f"MD5 of the received bytes is {received}, expected {md5}")
         with _target_errors(path):
-            target.fs.mv(partial, path)
+            sink.close()  # on S3 this completes the upload: the verified object appears
+            if not direct:
+                fs.mv(staging, path)
     except BaseException:
-        _discard(target, partial)
+        _abandon(target, sink, staging)
         raise
     return Written(path=path, size=written, md5=received)
 
 
-def _discard(target: Target, path: str) -> None:
+def _abandon(target: Target, sink: Any, staging: str) -> None:
+    """Make sure nothing of a failed write stays: no partial file, no pending upload."""
     try:
-        target.fs.rm(path)
-    except FileNotFoundError:
-        pass
-    except OSError:
+        if target.writes_objects:
+            if not sink.closed:
+                sink.discard()  # aborts the multipart upload
+                sink.closed = True  # the file object must not upload at garbage collection
+            return
+        if not sink.closed:
+            sink.close()
+        target.fs.rm(staging)
+    except (OSError, ValueError):
         # The original error matters more than a failed clean-up; the name marks it partial.
         pass
+
+
+def write_small(target: Target, path: str, data: bytes) -> None:
+    """Replace a small file atomically (used for the delivery record)."""
+    fs = target.fs
+    with _target_errors(path):
+        if target.writes_objects:
+            fs.pipe_file(path, data)  # a single PUT is atomic
+            return
+        partial = f"{path}.{secrets.token_hex(4)}{PARTIAL_SUFFIX}"
+        fs.makedirs(path.rpartition("/")[0], exist_ok=True)
+        fs.pipe_file(partial, data)
+        try:
+            fs.mv(partial, path)
+        except BaseException:
+            fs.rm(partial)
+            raise
 
 
 #: errno values of a target that will not get better by trying again.
@@ -158,6 +223,8 @@ def _target_errors(path: str) -> Iterator[None]:
         yield
     except OSError as error:
         reason = error.strerror or str(error) or type(error).__name__
-        if isinstance(error, PermissionError) or error.errno in _PERMANENT_ERRNOS:
+        if isinstance(error, PermissionError | FileNotFoundError | NotADirectoryError):
+            raise TargetError(f"cannot write {path}: {reason}") from None
+        if error.errno in _PERMANENT_ERRNOS:
             raise TargetError(f"cannot write {path}: {reason}") from None
         raise TargetThrottled(f"writing {path} failed: {reason}") from None

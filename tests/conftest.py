@@ -9,30 +9,27 @@ from __future__ import annotations
 import os
 import tempfile
 from collections.abc import Callable, Iterator
-from typing import Any
 
 os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="regards-order-prefect-"))
 os.environ.pop("PREFECT_API_URL", None)
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+# moto's S3 accepts any credentials; never let a test reach real AWS with real ones.
+for _name, _value in {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_SESSION_TOKEN": "testing",
+    "AWS_DEFAULT_REGION": "us-east-1",
+}.items():
+    os.environ[_name] = _value
+os.environ.pop("AWS_PROFILE", None)
+
+import logging
+from pathlib import Path
 
 import pytest
-from pydantic import SecretStr
+from targets import DeliveryTarget, make_target
 
-from regards_order.settings import Connection, DownloadOptions
 from regards_order.simulator import Scenario, Simulator
-
-USER = "demo@example.org"
-PASSWORD = "demo-password-7f3a"
-
-
-def scenario(orders: list[dict[str, Any]], **settings: Any) -> Scenario:
-    """A scenario with the test user, the given orders and settings."""
-    document: dict[str, Any] = {
-        "project": "test",
-        "users": [{"username": USER, "password": PASSWORD, "tokens": ["long-lived-token-91c2"]}],
-        "orders": orders,
-    }
-    document.update(settings)
-    return Scenario.model_validate(document)
 
 
 @pytest.fixture
@@ -51,26 +48,31 @@ def start_simulator() -> Iterator[Callable[[Scenario], Simulator]]:
         simulator.stop()
 
 
-def connection_for(simulator: Simulator, **overrides: Any) -> Connection:
-    """A connection of the test user to `simulator`."""
-    values: dict[str, Any] = {
-        "host": simulator.url,
-        "project": "test",
-        "username": USER,
-        "password": SecretStr(PASSWORD),
-    }
-    values.update(overrides)
-    return Connection(**values)
-
-
-#: Fast pacing for tests: no real waiting between polls or retries.
-FAST = DownloadOptions(poll_interval=0.05, max_poll_interval=0.2, retry_delay=0.0, retries=3)
-
-
 @pytest.fixture(scope="session")
-def prefect_api() -> Iterator[None]:
+def prefect_api() -> Iterator[str]:
     """One Prefect API (test harness, own database) for every flow run of the session."""
+    from prefect.settings import PREFECT_API_URL
     from prefect.testing.utilities import prefect_test_harness
 
     with prefect_test_harness(server_startup_timeout=120):
-        yield
+        yield str(PREFECT_API_URL.value())
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    """moto's S3 server on 127.0.0.1, for the whole session."""
+    from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.ERROR)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture(params=["local", "memory", "s3"])
+def target(request: pytest.FixtureRequest, tmp_path: Path) -> DeliveryTarget:
+    """A fresh, empty target of each kind; S3 ones live in their own bucket on moto."""
+    endpoint = request.getfixturevalue("s3_endpoint") if request.param == "s3" else None
+    return make_target(request.param, str(tmp_path), endpoint)

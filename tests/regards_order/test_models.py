@@ -138,6 +138,8 @@ def test_expired_and_deleted_mean_files_are_gone() -> None:
     ],
 )
 def test_verification_problems(checksum: str | None, size: int | None, problem: str | None) -> None:
-    file = parse_file({"id": 1, "uri": "u", "filename": "f", "checksum": checksum, "filesize": size})
+    file = parse_file(
+        {"id": 1, "uri": "u", "filename": "f", "checksum": checksum, "filesize": size}
+    )
     found = file.verification_problem()
     assert (found is None) if problem is None else (problem in (found or ""))

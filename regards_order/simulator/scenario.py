@@ -1,0 +1,242 @@
+"""Scenario file of the REGARDS simulator: pydantic models and loader.
+
+A scenario describes the fake server: its credentials, users, suborder limits and orders, plus
+faults to inject. Every key has a default so that ``{}`` is a valid (empty) scenario.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+Endpoint = Literal["token", "order", "files", "download"]
+
+
+class _Model(BaseModel):
+    # Typos in a hand-written scenario must fail loudly rather than silently use a default.
+    model_config = ConfigDict(extra="forbid")
+
+
+class FaultBase(_Model):
+    """What every fault has: how many matching requests it answers."""
+
+    # None: every matching request, forever (later faults of the list never apply).
+    times: int | None = Field(default=1, ge=0)
+
+
+class StatusFault(FaultBase):
+    """Answer an HTTP status (and ``Retry-After`` when given) instead of the real answer."""
+
+    kind: Literal["status"]
+    status: int = Field(ge=200, le=599)
+    retry_after: int | None = Field(default=None, ge=0)
+
+
+class TruncateFault(FaultBase):
+    """Announce the full length, send ``at_byte`` bytes, then close the connection."""
+
+    kind: Literal["truncate"]
+    at_byte: int = Field(ge=0)
+
+
+class CorruptFault(FaultBase):
+    """Send a full-length body whose bytes are wrong."""
+
+    kind: Literal["corrupt"]
+
+
+class SlowFault(FaultBase):
+    """Throttle the body to ``bytes_per_second``."""
+
+    kind: Literal["slow"]
+    bytes_per_second: int = Field(gt=0)
+
+
+class StallFault(FaultBase):
+    """After ``at_byte`` bytes, pause ``seconds`` then continue."""
+
+    kind: Literal["stall"]
+    at_byte: int = Field(ge=0)
+    seconds: float = Field(ge=0)
+
+
+AnyFileFault = StatusFault | TruncateFault | CorruptFault | SlowFault | StallFault
+FileFault = Annotated[AnyFileFault, Field(discriminator="kind")]
+
+
+class GlobalFault(FaultBase):
+    """A fault applied to every request of one endpoint, before authentication."""
+
+    endpoint: Endpoint
+    kind: Literal["status", "malformed_json", "html", "empty"]
+    status: int | None = Field(default=None, ge=200, le=599)
+    retry_after: int | None = Field(default=None, ge=0)
+
+    @model_validator(mode="after")
+    def _status_given(self) -> GlobalFault:
+        if self.kind == "status" and self.status is None:
+            raise ValueError("a 'status' fault needs a 'status' code")
+        return self
+
+
+class User(_Model):
+    """A user: a password for OAuth logins and/or long-lived tokens that never expire."""
+
+    username: str
+    password: str | None = None
+    tokens: list[str] = Field(default_factory=list)
+
+
+class FileSpec(_Model):
+    """One file of an order as written in the scenario."""
+
+    id: int | None = Field(default=None, ge=1)
+    filename: str = Field(min_length=1)
+    size: int = Field(ge=0)
+    product_id: str | None = None
+    mime_type: str = "application/octet-stream"
+    in_error: bool = False
+    checksum: str | None = None
+    faults: list[FileFault] = Field(default_factory=list)
+
+
+class Generate(_Model):
+    """``count`` identical-size files named ``name.format(i=index)``, index from 0."""
+
+    count: int = Field(ge=0)
+    size: int = Field(ge=0)
+    name: str = "file-{i:05d}.dat"
+    mime_type: str = "application/octet-stream"
+
+    @field_validator("name")
+    @classmethod
+    def _name_formats(cls, name: str) -> str:
+        try:
+            name.format(i=0)
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ValueError(f"name must be a format string using only {{i}}: {exc}") from exc
+        return name
+
+
+class OrderSpec(_Model):
+    """One order of the scenario."""
+
+    id: int = Field(ge=1)
+    owner: str = "demo@example.org"
+    label: str = ""
+    dialect: Literal["current", "legacy", "docs"] = "current"
+    state: Literal["normal", "expired", "deleted", "paused"] = "normal"
+    expiration_date: str | None = None
+    files: list[FileSpec] = Field(default_factory=list)
+    generate: list[Generate] = Field(default_factory=list)
+
+
+def _default_users() -> list[User]:
+    # The simulator's well-known demo account: a password for logins and a long-lived token.
+    demo = {"username": "demo@example.org", "password": "demo", "tokens": ["a-long-lived-token"]}
+    return [User.model_validate(demo)]
+
+
+@dataclass(frozen=True)
+class ResolvedFile:
+    """A file with its final id and product id, as the simulator serves it."""
+
+    id: int
+    order_id: int
+    filename: str
+    size: int
+    product_id: str
+    mime_type: str
+    in_error: bool
+    checksum: str | None
+    faults: tuple[AnyFileFault, ...]
+
+
+class Scenario(_Model):
+    """The whole simulated server."""
+
+    project: str = "demo"
+    client_id: str = "client"
+    client_secret: str = "secret"  # noqa: S105 - REGARDS' default public client secret
+    token_lifetime: float = Field(default=7200.0, gt=0)
+    users: list[User] = Field(default_factory=_default_users)
+    max_active_suborders: int = Field(default=2, ge=1)
+    suborder_max_files: int = Field(default=5000, ge=1)
+    suborder_max_bytes: int = Field(default=100_000_000, ge=1)
+    restore_seconds: float = Field(default=0.0, ge=0)
+    default_page_size: int = Field(default=10, ge=1)
+    max_page_size: int = Field(default=2000, ge=1)
+    orders: list[OrderSpec] = Field(default_factory=list)
+    faults: list[GlobalFault] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _unique_ids(self) -> Scenario:
+        order_ids = [o.id for o in self.orders]
+        if len(set(order_ids)) != len(order_ids):
+            raise ValueError("order ids must be unique")
+        file_ids = [f.id for o in self.orders for f in o.files if f.id is not None]
+        if len(set(file_ids)) != len(file_ids):
+            raise ValueError("explicit file ids must be unique across all orders")
+        names = [u.username for u in self.users]
+        if len(set(names)) != len(names):
+            raise ValueError("usernames must be unique")
+        return self
+
+    def resolve(self) -> dict[int, list[ResolvedFile]]:
+        """Expand ``generate`` entries and assign missing ids; order id -> files sorted by id."""
+        taken = {f.id for o in self.orders for f in o.files if f.id is not None}
+        next_id = 1
+
+        def fresh_id() -> int:
+            nonlocal next_id
+            while next_id in taken:
+                next_id += 1
+            taken.add(next_id)
+            return next_id
+
+        def resolved(
+            order_id: int, fid: int, name: str, size: int, spec: FileSpec | None, mime: str
+        ) -> ResolvedFile:
+            return ResolvedFile(
+                id=fid,
+                order_id=order_id,
+                filename=name,
+                size=size,
+                product_id=(spec and spec.product_id) or self.default_product_id(fid),
+                mime_type=mime,
+                in_error=spec.in_error if spec else False,
+                checksum=spec.checksum if spec else None,
+                faults=tuple(spec.faults) if spec else (),
+            )
+
+        result: dict[int, list[ResolvedFile]] = {}
+        for order in self.orders:
+            files = [
+                resolved(order.id, s.id or fresh_id(), s.filename, s.size, s, s.mime_type)
+                for s in order.files
+            ]
+            # Skip FileSpec validation here: a generated order may hold 100k files.
+            for gen in order.generate:
+                files += [
+                    resolved(
+                        order.id, fresh_id(), gen.name.format(i=i), gen.size, None, gen.mime_type
+                    )
+                    for i in range(gen.count)
+                ]
+            result[order.id] = sorted(files, key=lambda f: f.id)
+        return result
+
+    def default_product_id(self, file_id: int) -> str:
+        """The REGARDS-like URN of a file's product, stable for a given project and file id."""
+        product_uuid = uuid.uuid5(uuid.NAMESPACE_URL, f"regards-sim:{self.project}:{file_id}")
+        return f"URN:AIP:DATA:{self.project}:{product_uuid}:V1"
+
+
+def load_scenario(path: str | os.PathLike[str]) -> Scenario:
+    """Read and validate a scenario JSON file."""
+    return Scenario.model_validate_json(Path(path).read_text(encoding="utf-8"))

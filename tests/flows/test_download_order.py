@@ -1,0 +1,388 @@
+"""The download_order flow against the simulator over real HTTP, with a real Prefect API."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import SecretStr
+from support import FAST, LONG_LIVED_TOKEN, USER, connection_for, scenario
+from targets import DeliveryTarget
+
+from flows.download_order import download_order
+from regards_order.report import DeliveryIncomplete, OrderReport, Outcome
+from regards_order.settings import Connection, DownloadOptions
+from regards_order.simulator import Scenario, Simulator
+from regards_order.simulator.content import content_md5
+
+pytestmark = pytest.mark.usefixtures("prefect_api")
+
+Start = Callable[[Scenario], Simulator]
+
+
+def run(
+    order_id: int,
+    target: Path | DeliveryTarget,
+    connection: Connection,
+    options: DownloadOptions = FAST,
+) -> tuple[Any, OrderReport]:
+    """Run the flow; return its final state and its report (from the error when it failed)."""
+    if isinstance(target, DeliveryTarget):
+        url = target.url
+        options = options.model_copy(update={"storage_options": target.storage_options})
+    else:
+        url = str(target)
+    state = asyncio.run(
+        download_order(
+            order_id=order_id,
+            target=url,
+            connection=connection,
+            options=options,
+            return_state=True,
+        )
+    )
+    result = state.result(raise_on_failure=False)
+    if isinstance(result, DeliveryIncomplete):
+        return state, result.report
+    assert isinstance(result, OrderReport), result
+    return state, result
+
+
+def md5_file(path: Path) -> str:
+    return hashlib.md5(path.read_bytes()).hexdigest()
+
+
+def assert_all_delivered(report: OrderReport, target: DeliveryTarget) -> None:
+    """Every file of the report is at the target, with the MD5 the report claims."""
+    for outcome in report.files:
+        assert outcome.outcome in (Outcome.DOWNLOADED, Outcome.SKIPPED), outcome
+        name = outcome.target.rsplit("/", 1)[1]
+        assert outcome.target.endswith(f"{target.root}/{name}")
+        assert hashlib.md5(target.read(name)).hexdigest() == outcome.md5
+    assert len(target.names()) == len(report.files)
+    assert target.leftovers() == [] and target.pending_uploads() == []
+
+
+def generated(order_id: int, count: int, size: int, **extra: Any) -> dict[str, Any]:
+    return {
+        "id": order_id,
+        "owner": USER,
+        "generate": [{"count": count, "size": size, "name": f"o{order_id}-{{i:03d}}.bin"}],
+        **extra,
+    }
+
+
+@pytest.mark.parametrize("dialect", ["current", "legacy", "docs"])
+def test_each_dialect_is_delivered(
+    start_simulator: Start, target: DeliveryTarget, dialect: str
+) -> None:
+    sim = start_simulator(scenario([generated(1, 5, 70_000, dialect=dialect)]))
+    state, report = run(1, target, connection_for(sim))
+    assert state.is_completed(), state.message
+    assert report.ok and report.counts["downloaded"] == 5
+    assert_all_delivered(report, target)
+    assert target.names() == {f"o1-{i:03d}.bin" for i in range(5)}
+    for outcome in report.files:
+        if dialect == "docs":
+            assert outcome.id is None  # no ids in the docs dialect: files are tracked by URL
+        else:
+            assert outcome.id is not None
+            assert outcome.md5 == content_md5(1, outcome.id, 70_000)
+
+
+def test_six_suborders_with_two_per_user_complete(
+    start_simulator: Start, target: DeliveryTarget
+) -> None:
+    sim = start_simulator(
+        scenario([generated(1, 24, 20_000)], suborder_max_files=4, restore_seconds=0.05)
+    )
+    state, report = run(1, target, connection_for(sim))
+    assert state.is_completed(), state.message
+    assert report.counts == {"downloaded": 24, "skipped": 0, "failed": 0}
+    assert_all_delivered(report, target)
+    stats = sim.stats()
+    assert stats["max_active_suborders"][USER] == 2  # the limit was reached and held
+    assert stats["orders"]["1"]["status"] == "DONE"
+    assert stats["orders"]["1"]["suborders"] == ["DONE"] * 6
+    for file_id in sim.state.file_ids(1):
+        assert stats["files"][str(file_id)]["completed"] == 1
+
+
+def test_shrinking_pages_lose_no_file(start_simulator: Start, tmp_path: Path) -> None:
+    sim = start_simulator(scenario([generated(1, 30, 1000)]))
+    options = FAST.model_copy(update={"page_size": 4, "concurrency": 8})
+    state, report = run(1, tmp_path, connection_for(sim), options)
+    assert state.is_completed(), state.message
+    assert report.counts["downloaded"] == 30
+    assert sim.stats()["downloads_completed"] == 30
+
+
+def test_transient_faults_recover(start_simulator: Start, target: DeliveryTarget) -> None:
+    files = [
+        {
+            "filename": "503.bin",
+            "size": 3000,
+            "faults": [{"kind": "status", "status": 503, "times": 2}],
+        },
+        {
+            "filename": "429.bin",
+            "size": 3000,
+            "faults": [{"kind": "status", "status": 429, "times": 1, "retry_after": 1}],
+        },
+        {
+            "filename": "cut.bin",
+            "size": 300_000,
+            "faults": [{"kind": "truncate", "at_byte": 1000}],
+        },
+        {"filename": "bad-once.bin", "size": 3000, "faults": [{"kind": "corrupt", "times": 1}]},
+        {"filename": "202.bin", "size": 3000, "faults": [{"kind": "status", "status": 202}]},
+    ]
+    sim = start_simulator(scenario([{"id": 1, "owner": USER, "files": files}]))
+    state, report = run(1, target, connection_for(sim))
+    assert state.is_completed(), state.message
+    attempts = {f.filename: f.attempts for f in report.files}
+    assert attempts == {
+        "503.bin": 3,
+        "429.bin": 2,
+        "cut.bin": 2,
+        "bad-once.bin": 2,
+        "202.bin": 2,
+    }
+    assert_all_delivered(report, target)
+    assert sim.stats()["files"]["3"]["aborted"] == 1  # the cut download, as the server saw it
+
+
+def test_always_corrupt_file_fails_alone(start_simulator: Start, target: DeliveryTarget) -> None:
+    files = [
+        {
+            "filename": "rotten.bin",
+            "size": 6_000_000,
+            "faults": [{"kind": "corrupt", "times": None}],
+        }
+    ]
+    sim = start_simulator(
+        scenario(
+            [{"id": 1, "owner": USER, "files": files, "generate": [{"count": 4, "size": 900}]}]
+        )
+    )
+    state, report = run(1, target, connection_for(sim))
+    assert state.is_failed()
+    assert "1 of 5 files failed: rotten.bin: MD5" in state.message
+    (failed,) = [f for f in report.files if f.outcome is Outcome.FAILED]
+    assert failed.filename == "rotten.bin" and failed.attempts == FAST.retries + 1
+    assert sim.stats()["files"]["1"]["requests"] == FAST.retries + 1
+    assert report.counts["downloaded"] == 4
+    # No object, no partial, no pending multipart upload: nothing of the bad file anywhere.
+    assert target.names() == {f"file-0000{i}.dat" for i in range(4)}
+    assert target.leftovers() == [] and target.pending_uploads() == []
+
+
+def test_permanent_file_errors_are_not_retried(start_simulator: Start, tmp_path: Path) -> None:
+    files = [
+        {
+            "filename": "gone.bin",
+            "size": 10,
+            "faults": [{"kind": "status", "status": 404, "times": None}],
+        },
+        {
+            "filename": "mine-not.bin",
+            "size": 10,
+            "faults": [{"kind": "status", "status": 403, "times": None}],
+        },
+        {
+            "filename": "broken.bin",
+            "size": 10,
+            "faults": [{"kind": "status", "status": 422, "times": None}],
+        },
+        {"filename": "liar.bin", "size": 10, "checksum": "not-an-md5"},
+    ]
+    sim = start_simulator(scenario([{"id": 1, "owner": USER, "files": files}]))
+    state, report = run(1, tmp_path, connection_for(sim))
+    assert state.is_failed()
+    outcomes = {f.filename: (f.outcome, f.attempts) for f in report.files}
+    assert all(o == (Outcome.FAILED, 1) for o in outcomes.values()), outcomes
+    errors = {f.filename: f.error or "" for f in report.files}
+    assert "404" in errors["gone.bin"] and "403" in errors["mine-not.bin"]
+    assert "422" in errors["broken.bin"] and "not an MD5" in errors["liar.bin"]
+    assert sim.stats()["files"]["4"]["requests"] == 0  # never fetched what cannot be verified
+
+
+def test_malicious_names_stay_inside_the_target(
+    start_simulator: Start, target: DeliveryTarget
+) -> None:
+    names = ["../escape.txt", "/etc/passwd", "a/b", "..", " ", "c\x00d\ne", "x" * 300, "dup", "dup"]
+    files = [{"filename": name, "size": 100 + i} for i, name in enumerate(names)]
+    sim = start_simulator(scenario([{"id": 1, "owner": USER, "files": files}]))
+    state, report = run(1, target, connection_for(sim))
+    assert state.is_completed(), state.message
+    delivered = target.names()
+    assert len(delivered) == len(names)
+    assert all("/" not in name for name in delivered)  # all directly under the target
+    assert {"_escape.txt", "_etc_passwd", "a_b", "dup", "dup.9"} <= delivered
+    sizes = sorted(len(target.read(name)) for name in delivered)
+    assert sizes == [100 + i for i in range(len(names))]  # nothing overwritten
+    assert len({f.target for f in report.files}) == len(names)
+    parent = target.fs._parent(target.root)
+    outside = [p for p in target.fs.find(parent) if not p.startswith(target.root + "/")]
+    assert outside == []
+
+
+@pytest.mark.parametrize(
+    ("order", "user_of_order", "expected"),
+    [
+        ({"state": "expired"}, USER, "EXPIRED: its files are gone"),
+        ({"state": "deleted"}, USER, "DELETED: its files are gone"),
+        ({}, "someone-else@example.org", "HTTP 403"),
+        (None, USER, "HTTP 404"),
+    ],
+)
+def test_undeliverable_orders_fail_clearly(
+    start_simulator: Start,
+    tmp_path: Path,
+    order: dict[str, Any] | None,
+    user_of_order: str,
+    expected: str,
+) -> None:
+    orders = [] if order is None else [{**generated(1, 2, 10), **order, "owner": user_of_order}]
+    sim = start_simulator(scenario(orders))
+    state, report = run(1, tmp_path, connection_for(sim))
+    assert state.is_failed()
+    assert expected in state.message
+    assert not report.ok
+    assert not [p for p in tmp_path.iterdir() if not p.name.startswith(".")]
+
+
+def test_server_side_errors_fail_the_order(start_simulator: Start, tmp_path: Path) -> None:
+    files = [{"filename": "lost.bin", "size": 10, "in_error": True}]
+    sim = start_simulator(
+        scenario([{"id": 1, "owner": USER, "files": files, "generate": [{"count": 2, "size": 10}]}])
+    )
+    state, report = run(1, tmp_path, connection_for(sim))
+    assert state.is_failed()
+    assert report.status == "DONE_WITH_WARNING"
+    assert "DONE_WITH_WARNING" in state.message
+    assert report.counts["downloaded"] == 2
+
+
+def test_token_renewed_during_a_long_run(start_simulator: Start, tmp_path: Path) -> None:
+    sim = start_simulator(
+        scenario(
+            [generated(1, 12, 10_000)],
+            suborder_max_files=2,
+            restore_seconds=0.15,
+            token_lifetime=0.5,
+        )
+    )
+    state, report = run(1, tmp_path, connection_for(sim))
+    assert state.is_completed(), state.message
+    stats = sim.stats()
+    assert stats["logins"] >= 2
+    assert report.counts["downloaded"] == 12
+
+
+def test_token_rejected_midway_is_renewed_once(start_simulator: Start, tmp_path: Path) -> None:
+    sim = start_simulator(
+        scenario([generated(1, 8, 10_000)], suborder_max_files=2, restore_seconds=0.1)
+    )
+    connection = connection_for(sim)
+    # Log in, then make the server forget every token it issued: the next call gets 401.
+    from regards_order.client import shared_client
+
+    shared_client(connection).check_credentials()
+    sim.state.expire_tokens()
+    state, report = run(1, tmp_path, connection)
+    assert state.is_completed(), state.message
+    stats = sim.stats()
+    assert stats["unauthorized"] >= 1 and stats["logins"] == 2
+    assert report.counts["downloaded"] == 8
+
+
+def test_second_run_downloads_nothing(start_simulator: Start, target: DeliveryTarget) -> None:
+    sim = start_simulator(scenario([generated(1, 6, 50_000)], suborder_max_files=2))
+    state, first = run(1, target, connection_for(sim))
+    assert state.is_completed(), state.message
+    sent = sim.stats()["bytes_sent"]
+    assert sent == 6 * 50_000
+    state, second = run(1, target, connection_for(sim))
+    assert state.is_completed(), state.message
+    assert sim.stats()["bytes_sent"] == sent
+    assert second.counts == {"downloaded": 0, "skipped": 6, "failed": 0}
+    assert [f.target for f in second.files] == [f.target for f in first.files]
+
+
+def test_file_damaged_at_target_is_fetched_again(
+    start_simulator: Start, target: DeliveryTarget
+) -> None:
+    sim = start_simulator(scenario([generated(1, 3, 5_000)]))
+    run(1, target, connection_for(sim))
+    target.write("o1-001.bin", b"\x00" * 5_000)  # same size, wrong bytes, no verified MD5
+    state, report = run(1, target, connection_for(sim))
+    assert state.is_completed(), state.message
+    assert report.counts == {"downloaded": 1, "skipped": 2, "failed": 0}
+    assert hashlib.md5(target.read("o1-001.bin")).hexdigest() == content_md5(1, 2, 5_000)
+
+
+def test_large_file_goes_through_several_parts(
+    start_simulator: Start, target: DeliveryTarget
+) -> None:
+    size = 13 * 1024 * 1024  # three parts of S3 multipart at the 5 MiB block size below
+    sim = start_simulator(
+        scenario([{"id": 1, "owner": USER, "files": [{"filename": "big.nc", "size": size}]}])
+    )
+    if target.kind == "s3":
+        target.storage_options["default_block_size"] = 5 * 1024 * 1024
+    state, report = run(1, target, connection_for(sim))
+    assert state.is_completed(), state.message
+    (outcome,) = report.files
+    assert outcome.size == size and outcome.md5 == content_md5(1, 1, size)
+    assert hashlib.md5(target.read("big.nc")).hexdigest() == outcome.md5
+    if target.kind == "s3":
+        assert target.fs.metadata(f"{target.root}/big.nc")["regards-md5"] == outcome.md5
+        etag = target.fs.info(f"{target.root}/big.nc")["ETag"]
+        assert etag.strip('"').endswith("-3")  # a multipart object: its ETag is no MD5
+
+
+def test_deadline_stops_a_paused_order(start_simulator: Start, tmp_path: Path) -> None:
+    sim = start_simulator(scenario([generated(1, 2, 10, state="paused")]))
+    options = FAST.model_copy(update={"timeout": 0.5})
+    state, report = run(1, tmp_path, connection_for(sim), options)
+    assert state.is_failed()
+    assert "deadline of 0.5 s passed" in state.message
+    assert report.status == "PAUSED"
+    assert any("paused" in w for w in report.warnings)
+
+
+def test_long_lived_token_without_password(start_simulator: Start, tmp_path: Path) -> None:
+    sim = start_simulator(scenario([generated(1, 2, 100)]))
+    connection = connection_for(
+        sim, username=None, password=None, token=SecretStr(LONG_LIVED_TOKEN)
+    )
+    state, report = run(1, tmp_path, connection)
+    assert state.is_completed(), state.message
+    assert sim.stats()["logins"] == 0
+    assert report.counts["downloaded"] == 2
+
+
+def test_artifacts_show_every_outcome(start_simulator: Start, tmp_path: Path) -> None:
+    from prefect.client.orchestration import get_client
+
+    sim = start_simulator(scenario([generated(77, 3, 100)]))
+    state, _ = run(77, tmp_path, connection_for(sim))
+    assert state.is_completed()
+
+    async def artifacts() -> list[Any]:
+        async with get_client() as client:
+            return await client.read_artifacts()
+
+    found = [
+        a for a in asyncio.run(artifacts()) if a.flow_run_id == state.state_details.flow_run_id
+    ]
+    table = next(a for a in found if a.type == "table")
+    progress = next(a for a in found if a.type == "progress")
+    assert table.key == "order-77-files"
+    assert "o77-000.bin" in str(table.data) and "downloaded" in str(table.data)
+    assert progress.data == 100.0

@@ -1,0 +1,279 @@
+"""The regards-order command line as a user runs it: a real subprocess, real HTTP, exit codes."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from support import LONG_LIVED_TOKEN, PASSWORD, USER, scenario
+
+from regards_order.simulator import Scenario, Simulator
+from regards_order.simulator.content import content_md5
+
+Start = Callable[[Scenario], Simulator]
+CLI = str(Path(sys.executable).with_name("regards-order"))
+
+
+def cli(
+    *args: str, env: dict[str, str] | None = None, api: str | None = None, timeout: float = 180
+) -> subprocess.CompletedProcess[str]:
+    """Run the command line; with `api`, against the session's Prefect API (faster start)."""
+    environment = {
+        key: value for key, value in os.environ.items() if not key.startswith("REGARDS_")
+    }
+    environment.pop("PREFECT_API_URL", None)
+    if api:
+        environment["PREFECT_API_URL"] = api
+    environment.update(env or {})
+    return subprocess.run(
+        [CLI, *args],
+        capture_output=True,
+        text=True,
+        env=environment,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
+
+
+def download_args(sim: Simulator, order_id: int, target: Path, *extra: str) -> list[str]:
+    return [
+        "download",
+        str(order_id),
+        "--host",
+        sim.url,
+        "--project",
+        "test",
+        "--username",
+        USER,
+        "--target",
+        str(target),
+        "--poll-interval",
+        "0.05",
+        "--max-poll-interval",
+        "0.2",
+        "--retry-delay",
+        "0",
+        "--retries",
+        "2",
+        *extra,
+    ]
+
+
+def assert_no_secret_and_no_traceback(result: subprocess.CompletedProcess[str]) -> None:
+    output = result.stdout + result.stderr
+    assert PASSWORD not in output
+    assert LONG_LIVED_TOKEN not in output
+    assert "Traceback" not in output
+
+
+def last_line(text: str) -> str:
+    return text.strip().splitlines()[-1]
+
+
+def test_download_with_json_report_and_embedded_prefect(
+    start_simulator: Start, tmp_path: Path
+) -> None:
+    """The whole path a user takes, with Prefect's embedded default (no API URL given)."""
+    sim = start_simulator(
+        scenario(
+            [{"id": 9, "owner": USER, "generate": [{"count": 6, "size": 40_000}]}],
+            suborder_max_files=2,
+        )
+    )
+    target = tmp_path / "data"
+    result = cli(
+        *download_args(sim, 9, target, "--json"),
+        env={"REGARDS_PASSWORD": PASSWORD},
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["order_id"] == 9 and report["status"] == "DONE" and report["ok"] is True
+    assert len(report["files"]) == 6
+    for entry in report["files"]:
+        assert set(entry) >= {
+            "id",
+            "product_id",
+            "filename",
+            "target",
+            "size",
+            "md5",
+            "outcome",
+            "attempts",
+            "error",
+        }
+        assert entry["outcome"] == "downloaded" and entry["attempts"] == 1
+        assert entry["md5"] == content_md5(9, entry["id"], 40_000)
+        written = Path(entry["target"])
+        assert written.parent == target
+        assert hashlib.md5(written.read_bytes()).hexdigest() == entry["md5"]
+    assert_no_secret_and_no_traceback(result)
+
+
+def test_failed_file_exits_1_with_report(
+    start_simulator: Start, tmp_path: Path, prefect_api: str
+) -> None:
+    files = [
+        {"filename": "rotten.bin", "size": 500, "faults": [{"kind": "corrupt", "times": None}]}
+    ]
+    sim = start_simulator(
+        scenario([{"id": 3, "owner": USER, "files": files, "generate": [{"count": 2, "size": 99}]}])
+    )
+    result = cli(
+        *download_args(sim, 3, tmp_path, "--json", "--password", PASSWORD), api=prefect_api
+    )
+    assert result.returncode == 1
+    report = json.loads(result.stdout)
+    outcomes = {f["filename"]: f for f in report["files"]}
+    assert outcomes["rotten.bin"]["outcome"] == "failed"
+    assert outcomes["rotten.bin"]["attempts"] == 3
+    assert "MD5" in outcomes["rotten.bin"]["error"]
+    assert report["ok"] is False
+    assert last_line(result.stderr).startswith("regards-order: order 3 not delivered: 1 of 3")
+    assert not (tmp_path / "rotten.bin").exists()
+    assert_no_secret_and_no_traceback(result)
+
+
+def test_second_run_exits_0_and_skips(
+    start_simulator: Start, tmp_path: Path, prefect_api: str
+) -> None:
+    sim = start_simulator(
+        scenario([{"id": 4, "owner": USER, "generate": [{"count": 3, "size": 1000}]}])
+    )
+    args = download_args(sim, 4, tmp_path, "--json")
+    env = {"REGARDS_PASSWORD": PASSWORD}
+    assert cli(*args, env=env, api=prefect_api).returncode == 0
+    sent = sim.stats()["bytes_sent"]
+    again = cli(*args, env=env, api=prefect_api)
+    assert again.returncode == 0, again.stderr
+    assert {f["outcome"] for f in json.loads(again.stdout)["files"]} == {"skipped"}
+    assert sim.stats()["bytes_sent"] == sent
+
+
+def test_token_instead_of_password(
+    start_simulator: Start, tmp_path: Path, prefect_api: str
+) -> None:
+    sim = start_simulator(
+        scenario([{"id": 5, "owner": USER, "generate": [{"count": 1, "size": 10}]}])
+    )
+    result = cli(
+        "download",
+        "5",
+        "--target",
+        str(tmp_path),
+        "--poll-interval",
+        "0.05",
+        env={"REGARDS_HOST": sim.url, "REGARDS_PROJECT": "test", "REGARDS_TOKEN": LONG_LIVED_TOKEN},
+        api=prefect_api,
+    )
+    assert result.returncode == 0, result.stderr
+    assert sim.stats()["logins"] == 0
+    assert (tmp_path / "file-00000.dat").stat().st_size == 10
+    assert_no_secret_and_no_traceback(result)
+
+
+@pytest.mark.parametrize(
+    ("order", "expected"),
+    [
+        (None, "order 6: HTTP 404"),
+        ({"owner": "other@example.org"}, "order 6: HTTP 403"),
+        ({"state": "expired"}, "order 6 is EXPIRED"),
+    ],
+)
+def test_undeliverable_order_exits_1_in_one_line(
+    start_simulator: Start, tmp_path: Path, order: dict[str, Any] | None, expected: str
+) -> None:
+    orders = [] if order is None else [{"id": 6, "owner": USER, "files": [], **order}]
+    sim = start_simulator(scenario(orders))
+    result = cli(*download_args(sim, 6, tmp_path), env={"REGARDS_PASSWORD": PASSWORD})
+    assert result.returncode == 1
+    assert result.stderr.count("\n") == 1
+    assert result.stderr.startswith("regards-order: error: ") and expected in result.stderr
+    assert result.stdout == ""
+    assert list(tmp_path.iterdir()) == []
+    assert_no_secret_and_no_traceback(result)
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "expected"),
+    [
+        (["download", "abc"], {}, "ORDER_ID"),
+        (["download", "0"], {}, "ORDER_ID"),
+        (["download", "1", "--target", "x"], {}, "missing --host"),
+        (
+            ["download", "1", "--host", "regards.example.org", "--project", "p", "--target", "x"],
+            {"REGARDS_TOKEN": "t"},
+            "host must be an http(s) URL",
+        ),
+        (
+            ["download", "1", "--host", "http://127.0.0.1:9", "--project", "p", "--target", "x"],
+            {"REGARDS_USERNAME": "u"},
+            "no password",
+        ),
+        (
+            [
+                "download",
+                "1",
+                "--host",
+                "http://127.0.0.1:9",
+                "--project",
+                "p",
+                "--target",
+                "x",
+                "--token",
+                "t",
+                "--concurrency",
+                "0",
+            ],
+            {},
+            "concurrency",
+        ),
+        (["download", "1", "--bogus"], {}, "No such option"),
+        (["nonsense"], {}, "No such command"),
+    ],
+)
+def test_usage_errors_exit_2_in_one_line(
+    tmp_path: Path, args: list[str], env: dict[str, str], expected: str
+) -> None:
+    result = cli(*args, env=env)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert expected in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_wrong_password_exits_2_without_echoing_it(start_simulator: Start, tmp_path: Path) -> None:
+    sim = start_simulator(scenario([]))
+    result = cli(*download_args(sim, 1, tmp_path), env={"REGARDS_PASSWORD": "wrong-" + PASSWORD})
+    assert result.returncode == 2
+    assert "authentication failed" in result.stderr and result.stderr.count("\n") == 1
+    assert_no_secret_and_no_traceback(result)
+
+
+def test_unreachable_server_exits_1_in_one_line(tmp_path: Path) -> None:
+    result = cli(
+        "download",
+        "1",
+        "--host",
+        "http://127.0.0.1:9",
+        "--project",
+        "p",
+        "--token",
+        "t",
+        "--target",
+        str(tmp_path),
+        "--timeout",
+        "1",
+        "--poll-interval",
+        "0.2",
+    )
+    assert result.returncode == 1
+    assert "cannot reach http://127.0.0.1:9" in last_line(result.stderr)
+    assert "Traceback" not in result.stderr
