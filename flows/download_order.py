@@ -33,6 +33,7 @@ from regards_order.record import DeliveryRecord
 from regards_order.report import DeliveryIncomplete, FileOutcome, OrderReport, Outcome
 from regards_order.settings import Connection, DownloadOptions
 from regards_order.transfer import open_target
+from tasks.credentials import resolve_credentials
 from tasks.order import list_available_files, poll_order
 from tasks.transfer import transfer_file
 
@@ -64,6 +65,7 @@ async def download_order(
 ) -> OrderReport:
     """Poll the order, transfer each file as it becomes available, report every outcome."""
     logger = get_run_logger()
+    connection = await resolve_credentials(connection)
     destination = open_target(target, options.storage_options)
     destination.check()
     delivery = Delivery(DeliveryRecord.load(destination, order_id))

@@ -23,6 +23,7 @@ from regards_order.auth import BearerAuth, Token, token_from_login_answer
 from regards_order.errors import (
     STATUS_ERRORS,
     AuthenticationError,
+    ConfigurationError,
     MalformedResponse,
     RegardsOrderError,
     ServerError,
@@ -74,6 +75,9 @@ class RegardsClient:
     """Calls to one REGARDS server on behalf of one user."""
 
     def __init__(self, connection: Connection, *, max_connections: int = 32) -> None:
+        problem = connection.credentials_problem()
+        if problem is not None:
+            raise ConfigurationError(problem)
         self.connection = connection
         verify: ssl.SSLContext | bool = connection.verify_tls
         if connection.ca_bundle:

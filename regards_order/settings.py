@@ -10,7 +10,8 @@ import json
 from typing import Any
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic.json_schema import SkipJsonSchema
 
 
 class Connection(BaseModel):
@@ -31,15 +32,22 @@ class Connection(BaseModel):
     username: str | None = Field(
         default=None, title="Username", description="REGARDS user (usually an e-mail address)."
     )
-    password: SecretStr | None = Field(
+    # The password and the token never travel as flow parameters: they are excluded from
+    # serialisation and from the parameter form. They come from the command line in-process,
+    # from a Prefect Secret block named below, or from the worker's environment.
+    password: SkipJsonSchema[SecretStr | None] = Field(default=None, exclude=True)
+    token: SkipJsonSchema[SecretStr | None] = Field(default=None, exclude=True)
+    password_block: str | None = Field(
         default=None,
-        title="Password",
-        description="Password of the user. Prefer the environment or a Secret block.",
+        title="Password Secret block",
+        description="Name of a Prefect Secret block holding the user's password "
+        "(default: REGARDS_PASSWORD from the worker's environment).",
     )
-    token: SecretStr | None = Field(
+    token_block: str | None = Field(
         default=None,
-        title="Token",
-        description="A ready Bearer token, used instead of logging in with a password.",
+        title="Token Secret block",
+        description="Name of a Prefect Secret block holding a ready Bearer token, used instead "
+        "of a password (default: REGARDS_TOKEN from the worker's environment).",
     )
     client_id: str = Field(
         default="client",
@@ -77,11 +85,11 @@ class Connection(BaseModel):
             )
         return value
 
-    @model_validator(mode="after")
-    def _check_credentials(self) -> Connection:
+    def credentials_problem(self) -> str | None:
+        """Why these settings cannot authenticate, or None when they can."""
         if self.token is None and (self.username is None or self.password is None):
-            raise ValueError("give a token, or a username and a password")
-        return self
+            return "no credentials: give a token, or a username and a password"
+        return None
 
     @property
     def api_url(self) -> str:
