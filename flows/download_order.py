@@ -29,9 +29,10 @@ from regards_order.delivery import Delivery
 from regards_order.errors import RegardsOrderError
 from regards_order.models import Order, OrderStatus
 from regards_order.polling import Backoff
-from regards_order.record import DeliveryRecord
+from regards_order.record import RECORD_FOLDER, DeliveryRecord
 from regards_order.report import DeliveryIncomplete, FileOutcome, OrderReport, Outcome
 from regards_order.settings import Connection, DownloadOptions
+from regards_order.stopping import stop_requested
 from regards_order.transfer import open_target
 from tasks.credentials import resolve_credentials
 from tasks.order import list_available_files, poll_order
@@ -39,6 +40,11 @@ from tasks.transfer import transfer_file
 
 #: Upper bound of the thread pool; `options.concurrency` decides how many files run at once.
 MAX_WORKERS = 64
+
+#: Seconds between two saves of the delivery record, and two updates of the progress artifact,
+#: while files keep settling (discoveries are saved at once).
+RECORD_SAVE_INTERVAL = 2.0
+PROGRESS_INTERVAL = 1.0
 
 #: Order expiry closer than this is warned about.
 EXPIRY_WARNING_SECONDS = 24 * 3600.0
@@ -69,6 +75,9 @@ async def download_order(
     destination = open_target(target, options.storage_options)
     destination.check()
     delivery = Delivery(DeliveryRecord.load(destination, order_id))
+    for folder in (destination.root, destination.path(RECORD_FOLDER)):
+        if removed := destination.remove_stale_partials(folder):
+            logger.info("Removed %d partial files left by an earlier run that died", removed)
     transfer = transfer_file.with_options(
         retries=options.retries,
         retry_delay_seconds=exponential_backoff(options.retry_delay)(options.retries),
@@ -80,7 +89,7 @@ async def download_order(
     deadline = time.monotonic() + options.timeout if options.timeout else float("inf")
     progress = await acreate_progress_artifact(0.0, description=f"Order {order_id}: files verified")
     status, problems, warnings = OrderStatus.UNKNOWN, [], []
-    next_look, poll_errors, final = 0.0, 0, False
+    next_look, poll_errors, final, progress_at = 0.0, 0, False, 0.0
     last_error: RegardsOrderError | None = None
 
     while True:
@@ -107,6 +116,7 @@ async def download_order(
                 problems.append(f"order {order_id} is {status}: its files are gone from the server")
                 break
             new = delivery.discover(listed)
+            delivery.record.save()  # before any transfer: the server may forget a file now
             _note_order(order, new=len(new), warnings=warnings, logger=logger)
             next_look = now + (pace.reset() if new else pace.next())
         while delivery.in_flight < options.concurrency and (taken := delivery.take()):
@@ -116,6 +126,9 @@ async def download_order(
             future.add_done_callback(finished.put)
         if final and delivery.idle:
             break
+        if stop_requested():
+            problems.append(f"interrupted with {delivery.known - delivery.settled} files left")
+            break
         if now >= deadline:
             problems.append(
                 f"the deadline of {options.timeout:g} s passed with "
@@ -123,17 +136,22 @@ async def download_order(
                 + (f" (last error: {last_error})" if last_error else "")
             )
             break
-        wait = max(0.0, min(next_look, deadline) - time.monotonic())
+        # Wake at least every second, so that a stop request is honoured promptly.
+        wait = max(0.0, min(next_look, deadline, time.monotonic() + 1.0) - time.monotonic())
         settled = await _settle_finished(finished, running, delivery, wait)
         if settled:
-            delivery.record.save()
-            await aupdate_progress_artifact(progress, 100.0 * delivery.settled / delivery.known)
+            delivery.record.save(at_most_every=RECORD_SAVE_INTERVAL)
+            if time.monotonic() - progress_at >= PROGRESS_INTERVAL:
+                done = 100.0 * delivery.settled / delivery.known
+                await aupdate_progress_artifact(progress, done)
+                progress_at = time.monotonic()
             if delivery.idle:
                 next_look = 0.0  # the server may release the next suborder now: look again
 
     while running:  # let transfers in flight finish, whatever ended the loop
         await _settle_finished(finished, running, delivery, None)
     delivery.record.save()
+    await aupdate_progress_artifact(progress, 100.0 * delivery.settled / max(delivery.known, 1))
     if status in (OrderStatus.DONE_WITH_WARNING, OrderStatus.FAILED, OrderStatus.ERROR):
         problems.append(f"the server ended the order {status}: some of its files are in error")
     report = delivery.report(str(status), problems, warnings)

@@ -7,12 +7,16 @@ traceback; the report (`--json`) is the only thing written to stdout.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
+import signal
 import sys
+import threading
 from collections.abc import Callable, Coroutine
 from pathlib import Path
+from types import FrameType
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
@@ -25,6 +29,7 @@ from regards_order.errors import (
     TransportError,
 )
 from regards_order.settings import Connection, DownloadOptions, parse_storage_options
+from regards_order.stopping import request_stop
 
 if TYPE_CHECKING:
     from prefect.client.schemas.objects import State
@@ -298,12 +303,11 @@ def _quiet_tracebacks() -> None:
 def _run(
     order_id: int, target: str, connection: Connection, options: DownloadOptions, *, as_json: bool
 ) -> int:
-    import asyncio
-
     from flows.download_order import download_order
     from regards_order.report import DeliveryIncomplete, OrderReport
 
     _quiet_tracebacks()
+    stopped_by = _stop_on_signals()
     run: Coroutine[Any, Any, State[OrderReport]] = download_order(  # type: ignore[assignment]
         order_id=order_id,
         target=target,
@@ -311,8 +315,13 @@ def _run(
         options=options,
         return_state=True,
     )
-    state = asyncio.run(run)
+    state = _in_worker_thread(run)
     result = state.result(raise_on_failure=False)
+    if stopped_by:
+        if isinstance(result, DeliveryIncomplete):
+            _emit(result.report, as_json)
+            click.echo(f"{PROG}: {result.report.summary()}", err=True)
+        return 128 + stopped_by[0]
     if isinstance(result, OrderReport):
         _emit(result, as_json)
         click.echo(result.summary(), err=True)
@@ -327,6 +336,44 @@ def _run(
         _fail(str(result), EXIT_FAILED)
     message = str(result) if isinstance(result, BaseException) else state.message
     _fail(f"the download flow failed: {message}", EXIT_FAILED)
+
+
+def _in_worker_thread(run: Coroutine[Any, Any, State[OrderReport]]) -> State[OrderReport]:
+    """Run the flow off the main thread, so that SIGTERM and Ctrl-C reach our handlers
+    (Prefect takes over SIGTERM for flows run on the main thread and crashes the run)."""
+    outcome: list[State[OrderReport] | BaseException] = []
+
+    def work() -> None:
+        try:
+            outcome.append(asyncio.run(run))
+        except BaseException as error:  # handed to the main thread as it is
+            outcome.append(error)
+
+    worker = threading.Thread(target=work, name="regards-order-flow")
+    worker.start()
+    while worker.is_alive():
+        worker.join(0.2)  # short waits: the main thread must stay free to take signals
+    if isinstance(outcome[0], BaseException):
+        raise outcome[0]
+    return outcome[0]
+
+
+def _stop_on_signals() -> list[int]:
+    """SIGTERM or Ctrl-C: stop cleanly (transfers abandoned, partials removed, record saved,
+    report printed); a second one quits at once. Returns the list the signal is noted in."""
+    received: list[int] = []
+
+    def on_signal(signum: int, _frame: FrameType | None) -> None:
+        if received:
+            os._exit(128 + signum)
+        received.append(signum)
+        request_stop()
+        name = signal.Signals(signum).name
+        click.echo(f"{PROG}: {name}: stopping cleanly; send it again to quit at once", err=True)
+
+    for each in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(each, on_signal)
+    return received
 
 
 def _emit(report: Any, as_json: bool) -> None:

@@ -16,6 +16,7 @@ from regards_order.models import OrderFile
 from regards_order.paths import NamePlanner
 from regards_order.record import DeliveryRecord
 from regards_order.report import FileOutcome, OrderReport, Outcome
+from regards_order.stopping import check_stop
 from regards_order.transfer import Target, is_verified, write_verified
 
 
@@ -26,6 +27,7 @@ def fetch_file(
 
     Raises a RegardsOrderError when the file cannot be delivered this time.
     """
+    check_stop()
     problem = file.verification_problem()
     if problem is not None:
         raise InvalidFileRecord(problem)

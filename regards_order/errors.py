@@ -143,6 +143,10 @@ class OrderNotDeliverable(RegardsOrderError):
     """The order itself cannot be delivered: expired, deleted, paused past the deadline..."""
 
 
+class Interrupted(RegardsOrderError):
+    """The user asked the process to stop (SIGTERM, Ctrl-C)."""
+
+
 class DeadlineExceeded(RegardsOrderError):
     """The overall deadline passed before every file was delivered."""
 

@@ -11,6 +11,7 @@ It holds no secret: file records, names, outcomes and MD5s only.
 from __future__ import annotations
 
 import json
+import time
 
 from pydantic import BaseModel, ValidationError
 
@@ -48,24 +49,29 @@ class DeliveryRecord:
         self.path = target.path(f"{RECORD_FOLDER}/order-{order_id}.json")
         self.document = document
         self._dirty = False
+        self._saved_at = float("-inf")
 
     @classmethod
     def load(cls, target: Target, order_id: int) -> DeliveryRecord:
         """The record of `order_id` at `target`, empty when there is none yet."""
         record = cls(target, order_id, RecordDocument(order_id=order_id))
+        stored = record._read()
+        if stored is not None:
+            record.document = stored
+        return record
+
+    def _read(self) -> RecordDocument | None:
         try:
-            raw = target.fs.cat_file(record.path)
+            raw = self.target.fs.cat_file(self.path)
         except FileNotFoundError:
-            return record
+            return None
         try:
-            document = RecordDocument.model_validate(json.loads(raw))
+            return RecordDocument.model_validate(json.loads(raw))
         except (ValueError, ValidationError) as error:
             raise TargetError(
-                f"the delivery record {target.url(record.path)} is unreadable "
+                f"the delivery record {self.target.url(self.path)} is unreadable "
                 f"({error.__class__.__name__}); move it away to start the order afresh"
             ) from None
-        record.document = document
-        return record
 
     @property
     def entries(self) -> dict[str, RecordEntry]:
@@ -87,10 +93,18 @@ class DeliveryRecord:
         entry.error = outcome.error
         self._dirty = True
 
-    def save(self) -> None:
-        """Write the record if it changed, atomically (a temporary object, then a rename)."""
-        if not self._dirty:
+    def save(self, *, at_most_every: float = 0.0) -> None:
+        """Write the record if it changed, atomically, merged with what another run of the
+        same order may have written meanwhile; skip if saved less than `at_most_every` s ago."""
+        if not self._dirty or time.monotonic() - self._saved_at < at_most_every:
             return
+        stored = self._read()
+        if stored is not None:
+            for key, theirs in stored.files.items():
+                ours = self.document.files.get(key)
+                if ours is None or (ours.outcome is None and theirs.outcome is not None):
+                    self.document.files[key] = theirs
         data = self.document.model_dump_json(indent=1).encode()
         write_small(self.target, self.path, data)
         self._dirty = False
+        self._saved_at = time.monotonic()

@@ -12,8 +12,10 @@ import contextlib
 import errno
 import hashlib
 import secrets
+import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import fsspec
@@ -26,6 +28,7 @@ from regards_order.errors import (
     TargetError,
     TargetThrottled,
 )
+from regards_order.stopping import check_stop
 
 #: Bytes read at a time when hashing a file already at the target.
 READ_CHUNK = 1024 * 1024
@@ -37,6 +40,9 @@ PARTIAL_SUFFIX = ".regards-partial"
 MD5_METADATA_KEY = "regards-md5"
 
 S3_PROTOCOLS = frozenset({"s3", "s3a"})
+
+#: A partial file (or pending upload) untouched this long belongs to a run that died.
+STALE_PARTIAL_SECONDS = 15 * 60.0
 
 
 @dataclass(frozen=True)
@@ -64,6 +70,29 @@ class Target:
                     )
             else:
                 self.fs.makedirs(self.root, exist_ok=True)
+
+    def remove_stale_partials(self, folder: str, older_than: float = STALE_PARTIAL_SECONDS) -> int:
+        """Remove what runs that died left behind in `folder` (partial files, or pending S3
+        uploads under the prefix) untouched for `older_than` seconds; return how many.
+
+        A live run keeps writing its partials, so only a dead run's are old enough."""
+        if self.writes_objects:
+            return _abort_stale_uploads(self, folder, older_than)
+        try:
+            entries = self.fs.ls(folder, detail=True)
+        except FileNotFoundError:
+            return 0
+        removed = 0
+        for entry in entries:
+            name = str(entry["name"])
+            if not name.endswith(PARTIAL_SUFFIX):
+                continue
+            modified = _timestamp(entry.get("mtime") or entry.get("created"))
+            if modified is not None and time.time() - modified > older_than:
+                with contextlib.suppress(OSError):
+                    self.fs.rm(name)
+                    removed += 1
+        return removed
 
     def path(self, name: str) -> str:
         """The path of a single-component `name` under the root."""
@@ -154,6 +183,7 @@ def write_verified(
     try:
         with _target_errors(path):
             for chunk in chunks:
+                check_stop()
                 digest.update(chunk)
                 sink.write(chunk)
                 written += len(chunk)
@@ -228,3 +258,30 @@ def _target_errors(path: str) -> Iterator[None]:
         if error.errno in _PERMANENT_ERRNOS:
             raise TargetError(f"cannot write {path}: {reason}") from None
         raise TargetThrottled(f"writing {path} failed: {reason}") from None
+
+
+def _timestamp(value: object) -> float | None:
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, datetime):
+        return value.timestamp()
+    return None
+
+
+def _abort_stale_uploads(target: Target, folder: str, older_than: float) -> int:
+    bucket, _, prefix = folder.partition("/")
+    try:
+        uploads = target.fs.list_multipart_uploads(bucket)
+    except OSError:
+        return 0
+    removed = 0
+    for upload in uploads:
+        key = str(upload.get("Key", ""))
+        started = _timestamp(upload.get("Initiated"))
+        if not key.startswith(prefix.rstrip("/") + "/") or started is None:
+            continue
+        if time.time() - started > older_than:
+            with contextlib.suppress(OSError):
+                target.fs.abort_mpu(bucket, key, upload["UploadId"])
+                removed += 1
+    return removed

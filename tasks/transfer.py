@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from prefect import Task, task
@@ -17,6 +16,7 @@ from regards_order.errors import RegardsOrderError, is_retryable
 from regards_order.models import OrderFile
 from regards_order.report import FileOutcome
 from regards_order.settings import Connection
+from regards_order.stopping import pause
 from regards_order.transfer import open_target
 
 #: Longest wait a server's Retry-After may impose on one attempt.
@@ -59,5 +59,5 @@ def transfer_file(
         error.attempts = attempt
         if error.retryable and error.retry_after:
             # Honour the server's Retry-After before Prefect schedules the next attempt.
-            time.sleep(min(error.retry_after, MAX_RETRY_AFTER_SECONDS))
+            pause(min(error.retry_after, MAX_RETRY_AFTER_SECONDS))
         raise

@@ -290,6 +290,7 @@ class _Handler(BaseHTTPRequestHandler):
                     self._record(plan, size, complete=True)
                 self.wfile.write(view)
                 self._sent += len(view)
+                self.server.state.written(plan, len(view))
                 if rate and (delay := began + self._sent / rate - time.monotonic()) > 0:
                     time.sleep(delay)
         # Likewise, record the abort before the client can see the connection close.

@@ -297,6 +297,11 @@ class SimState:
                 raise self._deny("Token expired")
             return user
 
+    def issued_tokens(self) -> list[str]:
+        """Test helper: every token handed out by a login, so tests can grep output for them."""
+        with self._lock:
+            return [token for token, (_, expiry) in self._tokens.items() if expiry is not None]
+
     def expire_tokens(self) -> None:
         """Test helper: every login-issued token expires now (long-lived ones stay valid)."""
         with self._lock:
@@ -416,6 +421,11 @@ class SimState:
             r = f.spec
             return DownloadPlan(r.id, r.order_id, user, r.filename, r.size, r.mime_type, fault)
 
+    def written(self, plan: DownloadPlan, count: int) -> None:
+        """Count bytes as they leave, so a test can act while a body is midway."""
+        with self._lock:
+            self._files[plan.file_id].counts["bytes_written"] += count
+
     def end_download(self, plan: DownloadPlan, sent: int, complete: bool) -> None:
         """Record the outcome of a served download: DOWNLOADED if complete, else DOWNLOAD_ERROR."""
         with self._lock:
@@ -443,7 +453,9 @@ class SimState:
         """JSON-serialisable counters (see the simulator's documentation)."""
         with self._lock:
             self._tick()
-            zero = dict.fromkeys(("requests", "bytes_sent", "completed", "aborted"), 0)
+            zero = dict.fromkeys(
+                ("requests", "bytes_sent", "bytes_written", "completed", "aborted"), 0
+            )
             files = {str(i): zero | f.counts | {"state": f.state} for i, f in self._files.items()}
             orders = {
                 str(i): {"status": o.status, "suborders": [s.state for s in o.suborders]}
