@@ -9,6 +9,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import json
+import re
 import ssl
 import threading
 import time
@@ -40,6 +41,8 @@ from regards_order.models import (
     printable,
 )
 from regards_order.settings import Connection
+
+_MARKUP = re.compile(r"<[^>]*>")
 
 #: Bytes handed over per read of a file body: large enough for throughput, small for memory.
 CHUNK_SIZE = 1024 * 1024
@@ -276,7 +279,8 @@ def _server_message(response: httpx.Response) -> str:
         body = response.json()
     except ValueError:
         text = response.text if response.content else ""
-        return " ".join(text.split())[:120]
+        # A firewall's or proxy's HTML page: its words, not its markup.
+        return " ".join(_MARKUP.sub(" ", text).split())[:120]
     if isinstance(body, dict):
         for key in ("message", "messages", "error_description", "error"):
             if body.get(key):

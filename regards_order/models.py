@@ -190,8 +190,23 @@ def parse_page(body: object, *, requested_page: int) -> FilePage:
     files = tuple(parse_file(item) for item in items)
     metadata = document.get("metadata")
     metadata = metadata if isinstance(metadata, Mapping) else {}
-    total_pages = _opt_int(metadata.get("totalPages"))
-    number = _opt_int(metadata.get("number"))
+    try:
+        total_pages = _opt_int(metadata.get("totalPages"))
+        number = _opt_int(metadata.get("number"))
+        total = _opt_int(metadata.get("totalElements"))
+        page_size = _opt_int(metadata.get("size", metadata.get("size:")))
+    except ValueError as error:
+        raise MalformedResponse(f"the file listing's metadata is invalid: {error}") from None
+    contradiction = (
+        (number is not None and number != requested_page and f"page {number}, not {requested_page}")
+        or (total is not None and len(files) > total and f"{total} files in all, yet {len(files)}")
+        or (page_size is not None and len(files) > page_size and f"pages of {page_size}")
+    )
+    if contradiction:
+        raise MalformedResponse(
+            f"the file listing contradicts itself: its metadata says {contradiction} "
+            f"while the page holds {len(files)} files"
+        )
     number = requested_page if number is None else number
     links = document.get("links")
     has_next_link = isinstance(links, list) and any(

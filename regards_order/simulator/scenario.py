@@ -73,7 +73,7 @@ class GlobalFault(FaultBase):
     """A fault applied to every request of one endpoint, before authentication."""
 
     endpoint: Endpoint
-    kind: Literal["status", "malformed_json", "html", "empty"]
+    kind: Literal["status", "malformed_json", "html", "empty", "bad_metadata"]
     status: int | None = Field(default=None, ge=200, le=599)
     retry_after: int | None = Field(default=None, ge=0)
 
@@ -102,6 +102,8 @@ class FileSpec(_Model):
     mime_type: str = "application/octet-stream"
     in_error: bool = False
     checksum: str | None = None
+    # The size the listing announces: null for the real one, "absent" to leave it out.
+    listed_size: int | Literal["absent"] | None = None
     faults: list[FileFault] = Field(default_factory=list)
 
 
@@ -155,6 +157,7 @@ class ResolvedFile:
     in_error: bool
     checksum: str | None
     faults: tuple[AnyFileFault, ...]
+    listed_size: int | Literal["absent"] | None = None
 
 
 class Scenario(_Model):
@@ -212,6 +215,7 @@ class Scenario(_Model):
                 in_error=spec.in_error if spec else False,
                 checksum=spec.checksum if spec else None,
                 faults=tuple(spec.faults) if spec else (),
+                listed_size=spec.listed_size if spec else None,
             )
 
         result: dict[int, list[ResolvedFile]] = {}

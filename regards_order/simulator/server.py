@@ -15,6 +15,7 @@ import re
 import signal
 import socket
 import socketserver
+import ssl
 import sys
 import threading
 import time
@@ -43,6 +44,27 @@ _GLOBAL_FAULTS: dict[str, tuple[int, str, bytes]] = {
     "malformed_json": (200, "application/json", b'{"content": ['),
     "html": (200, "text/html", _HTML_REJECT),
     "empty": (200, "application/json", b""),
+    # A listing whose metadata contradicts its content: page 7 of nothing, yet one file.
+    "bad_metadata": (
+        200,
+        "application/json",
+        json.dumps(
+            {
+                "metadata": {"number": 7, "size": 10, "totalElements": 0, "totalPages": 0},
+                "content": [
+                    {
+                        "content": {
+                            "id": 999999,
+                            "downloadUrl": "http://127.0.0.1:9/api/v1/rs-order/orders/files/999999",
+                            "filename": "phantom.bin",
+                            "checksum": "0" * 32,
+                            "filesize": 1,
+                        }
+                    }
+                ],
+            }
+        ).encode(),
+    ),
 }
 _DISCONNECTED = (BrokenPipeError, ConnectionResetError, ConnectionAbortedError)
 
@@ -51,10 +73,14 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     request_queue_size = 128
 
-    def __init__(self, address: tuple[str, int], state: SimState) -> None:
+    def __init__(
+        self, address: tuple[str, int], state: SimState, tls: ssl.SSLContext | None = None
+    ) -> None:
         super().__init__(address, _Handler)
         self.state = state
-        self.base_url = f"http://{address[0]}:{self.server_address[1]}"
+        self.tls = tls
+        scheme = "https" if tls else "http"
+        self.base_url = f"{scheme}://{address[0]}:{self.server_address[1]}"
         self.connections: set[socket.socket] = set()
         self.connections_lock = threading.Lock()
 
@@ -62,6 +88,15 @@ class _Server(ThreadingHTTPServer):
         """Bind without HTTPServer's FQDN lookup, which can stall on a slow resolver."""
         socketserver.TCPServer.server_bind(self)
         self.server_name, self.server_port = str(self.server_address[0]), self.server_address[1]
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        """Accept; with TLS, the handshake happens later in the handler's own thread."""
+        connection, address = super().get_request()
+        if self.tls is not None:
+            connection = self.tls.wrap_socket(
+                connection, server_side=True, do_handshake_on_connect=False
+            )
+        return connection, address
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         """Ignore clients that vanish between requests; report anything else."""
@@ -312,9 +347,16 @@ def _disposition(filename: str, size: int) -> str:
 class Simulator:
     """A simulated REGARDS server on a background thread; a context manager."""
 
-    def __init__(self, scenario: Scenario, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(
+        self,
+        scenario: Scenario,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
         self.scenario = scenario
         self.host = host
+        self.tls = tls
         self.state = SimState(scenario)
         self._requested_port = port
         self._server: _Server | None = None
@@ -340,7 +382,7 @@ class Simulator:
         if self._server is not None:
             return self
         self.state.prepare()
-        self._server = _Server((self.host, self._requested_port), self.state)
+        self._server = _Server((self.host, self._requested_port), self.state, self.tls)
         # A short poll interval makes stop() (and so every test) return quickly.
         self._thread = threading.Thread(
             target=self._server.serve_forever, args=(0.05,), name="regards-simulator", daemon=True

@@ -378,15 +378,17 @@ class SimState:
 
     def _item(self, f: _File, dialect: str, base_url: str) -> JSON:
         r = f.spec
+        listed = r.size if r.listed_size is None else r.listed_size
+        size = None if listed == "absent" else listed
         if dialect == "docs":
             uri = f"{base_url}/api/v1/rs-catalog/{r.product_id}/files/{f.checksum}"
-            item = {"productId": r.product_id, "checksum": f.checksum, "fileSize": r.size}
+            item = {"productId": r.product_id, "checksum": f.checksum, "fileSize": size}
             item |= {"filename": r.filename, "mimeType": r.mime_type, "uri": uri}
             return {k: v for k, v in item.items() if v is not None}
         url = f"{base_url}/api/v1/rs-order/orders/files/{r.id}"
         item = {"id": r.id, "productId": r.product_id}
         item |= {"version": 1, "downloadUrl": url} if dialect == "current" else {"uri": url}
-        item |= {"mimeType": r.mime_type, "checksum": f.checksum, "filesize": r.size}
+        item |= {"mimeType": r.mime_type, "checksum": f.checksum, "filesize": size}
         item["filename"] = r.filename
         return {"content": {k: v for k, v in item.items() if v is not None}, "links": []}
 

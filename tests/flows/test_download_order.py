@@ -31,12 +31,27 @@ def run(
     options: DownloadOptions = FAST,
 ) -> tuple[Any, OrderReport]:
     """Run the flow; return its final state and its report (from the error when it failed)."""
+    state = run_state(order_id, target, connection, options)
+    result = state.result(raise_on_failure=False)
+    if isinstance(result, DeliveryIncomplete):
+        return state, result.report
+    assert isinstance(result, OrderReport), result
+    return state, result
+
+
+def run_state(
+    order_id: int,
+    target: Path | DeliveryTarget,
+    connection: Connection,
+    options: DownloadOptions = FAST,
+) -> Any:
+    """Run the flow and return its final state."""
     if isinstance(target, DeliveryTarget):
         url = target.url
         options = options.model_copy(update={"storage_options": target.storage_options})
     else:
         url = str(target)
-    state = asyncio.run(
+    return asyncio.run(
         download_order(
             order_id=order_id,
             target=url,
@@ -45,11 +60,6 @@ def run(
             return_state=True,
         )
     )
-    result = state.result(raise_on_failure=False)
-    if isinstance(result, DeliveryIncomplete):
-        return state, result.report
-    assert isinstance(result, OrderReport), result
-    return state, result
 
 
 def md5_file(path: Path) -> str:

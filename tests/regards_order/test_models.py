@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from regards_order.errors import MalformedResponse
 from regards_order.models import OrderStatus, parse_file, parse_order, parse_page
@@ -143,3 +145,49 @@ def test_verification_problems(checksum: str | None, size: int | None, problem: 
     )
     found = file.verification_problem()
     assert (found is None) if problem is None else (problem in (found or ""))
+
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda children: (
+        st.lists(children, max_size=4)
+        | st.dictionaries(
+            st.sampled_from(
+                [
+                    "content",
+                    "metadata",
+                    "links",
+                    "id",
+                    "uri",
+                    "downloadUrl",
+                    "filename",
+                    "filesize",
+                    "fileSize",
+                    "checksum",
+                    "number",
+                    "size",
+                    "size:",
+                    "totalPages",
+                    "totalElements",
+                    "rel",
+                    "productId",
+                ]
+            ),
+            children,
+            max_size=6,
+        )
+    ),
+    max_leaves=30,
+)
+
+
+@given(_json, st.integers(min_value=0, max_value=5))
+def test_page_parser_never_crashes(body: object, page: int) -> None:
+    """Whatever JSON a server sends, the parser returns a page or a MalformedResponse."""
+    try:
+        parsed = parse_page(body, requested_page=page)
+    except MalformedResponse:
+        return
+    for file in parsed.files:
+        assert isinstance(file.url, str) and file.url
+    assert parsed.has_next in (True, False)
