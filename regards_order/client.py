@@ -9,6 +9,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import json
+import os
 import re
 import ssl
 import threading
@@ -37,6 +38,7 @@ from regards_order.models import (
     Order,
     OrderFile,
     parse_order,
+    parse_order_page,
     parse_page,
     printable,
 )
@@ -97,7 +99,8 @@ class RegardsClient:
             limits=httpx.Limits(
                 max_connections=max_connections, max_keepalive_connections=max_connections
             ),
-            headers={"User-Agent": f"regards-order/{__version__}"},
+            # The pid tells a server's logs (and the tests) which process fetched what.
+            headers={"User-Agent": f"regards-order/{__version__} (pid {os.getpid()})"},
         )
         self._origin = _origin(connection.host)
 
@@ -150,6 +153,24 @@ class RegardsClient:
         )
         _raise_for_status(response, what)
         return parse_order(_json(response, what))
+
+    def iter_orders(self, page_size: int = 100) -> Iterator[Order]:
+        """Every order of the user, page after page (the server lists the newest first)."""
+        what = "the user's orders"
+        page = 0
+        while True:
+            response = self._send(
+                "GET",
+                f"{self.connection.api_url}/rs-order/user/orders",
+                what=what,
+                params={"page": page, "size": page_size},
+            )
+            _raise_for_status(response, what)
+            current = parse_order_page(_json(response, what), requested_page=page)
+            yield from current.orders
+            if not current.has_next:
+                return
+            page += 1
 
     def available_page(self, order_id: int, page: int, size: int) -> FilePage:
         """One page of the files of the order that are available now."""

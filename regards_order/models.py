@@ -127,6 +127,32 @@ class FilePage(BaseModel):
     has_next: bool
 
 
+class OrderPage(BaseModel):
+    """One page of the user's orders."""
+
+    model_config = ConfigDict(frozen=True)
+
+    orders: tuple[Order, ...]
+    has_next: bool
+
+
+def parse_order_page(body: object, *, requested_page: int) -> OrderPage:
+    """An `OrderPage` from `GET /rs-order/user/orders` (a Spring page of wrapped orders)."""
+    document = _as_mapping(body, "order listing")
+    items = document.get("content", [])
+    if not isinstance(items, list):
+        raise MalformedResponse("the order listing's content is not a list")
+    orders = tuple(parse_order(item) for item in items)
+    metadata = document.get("metadata")
+    metadata = metadata if isinstance(metadata, Mapping) else {}
+    try:
+        total_pages = _opt_int(metadata.get("totalPages"))
+    except ValueError as error:
+        raise MalformedResponse(f"the order listing's metadata is invalid: {error}") from None
+    has_next = total_pages is not None and requested_page + 1 < total_pages
+    return OrderPage(orders=orders, has_next=bool(orders) and has_next)
+
+
 def parse_order(body: object) -> Order:
     """An `Order` from the order endpoint's answer (wrapped in `content` or not)."""
     document = _as_mapping(body, "order")

@@ -120,6 +120,7 @@ class _Handler(BaseHTTPRequestHandler):
     _ROUTES: list[tuple[str, re.Pattern[str], Endpoint | None, str]] = [
         ("POST", re.compile(r"/api/v1/rs-authentication/oauth/token"), "token", "_login"),
         ("GET", re.compile(r"/api/v1/rs-order/user/orders/(\d+)"), "order", "_order"),
+        ("GET", re.compile(r"/api/v1/rs-order/user/orders"), "order", "_orders"),
         ("GET", re.compile(r"/api/v1/rs-order/orders/(\d+)/files/available"), "files", "_files"),
         ("GET", re.compile(r"/api/v1/rs-order/orders/files/(\d+)"), "download", "_download"),
         ("GET", re.compile(r"/api/v1/rs-catalog/([^/]+)/files/([^/]+)"), "download", "_download"),
@@ -267,6 +268,10 @@ class _Handler(BaseHTTPRequestHandler):
         view = self.server.state.order_view(int(order_id), self._user())
         self._json(200, {"content": view, "links": []})
 
+    def _orders(self, _body: bytes) -> None:
+        page, size = _int_param(self.query.get("page"), 0), _int_param(self.query.get("size"), 10)
+        self._json(200, self.server.state.orders_page(self._user(), page, size))
+
     def _files(self, _body: bytes, order_id: str) -> None:
         user = self._user()
         try:
@@ -286,6 +291,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _download(self, _body: bytes, *key: str) -> None:
         file_key = int(key[0]) if len(key) == 1 else (key[0], key[1])
         plan = self.server.state.begin_download(self._user(), file_key)
+        self.server.state.note_client(plan, self.headers.get("User-Agent", ""))
         self._sent, self._recorded = 0, False
         try:
             self.send_response(200)
@@ -334,6 +340,15 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             with contextlib.suppress(OSError):
                 self.connection.shutdown(socket.SHUT_RDWR)
+
+
+def _int_param(value: str | None, default: int) -> int:
+    if value is None:
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise ApiError(400, f"not a number: {value!r}") from None
 
 
 def _disposition(filename: str, size: int) -> str:

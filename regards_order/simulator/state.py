@@ -161,6 +161,7 @@ class SimState:
         self._by_uri: dict[tuple[str, str], _File] = {}
         self._passwords = {u.username: u.password for u in scenario.users}
         # token -> (username, monotonic expiry or None for long-lived tokens)
+        self._clients: dict[int, set[str]] = {}
         self._tokens: dict[str, tuple[str, float | None]] = {
             t: (u.username, None) for u in scenario.users for t in u.tokens
         }
@@ -341,6 +342,25 @@ class SimState:
                 "creationDate": order.created,
             }
 
+    def orders_page(self, user: str, page: int, size: int) -> JSON:
+        """``GET /rs-order/user/orders``: a page of the user's orders, newest first."""
+        if page < 0 or size < 1:
+            raise ApiError(400, "page must be >= 0 and size >= 1")
+        with self._lock:
+            mine = sorted(
+                (i for i, o in self._orders.items() if o.spec.owner == user), reverse=True
+            )
+        views = [{"content": self.order_view(i, user), "links": []} for i in mine]
+        chunk = views[page * size : (page + 1) * size]
+        meta = {"size": size, "totalElements": len(views), "number": page}
+        meta["totalPages"] = math.ceil(len(views) / size)
+        return {"metadata": meta, "content": chunk, "links": []}
+
+    def note_client(self, plan: DownloadPlan, user_agent: str) -> None:
+        """Remember which client fetched a file (tests tell processes apart by it)."""
+        with self._lock:
+            self._clients.setdefault(plan.file_id, set()).add(user_agent)
+
     def available(
         self, order_id: int, user: str, page: int, size: int | None, base_url: str
     ) -> tuple[int, JSON | None]:
@@ -458,7 +478,12 @@ class SimState:
             zero = dict.fromkeys(
                 ("requests", "bytes_sent", "bytes_written", "completed", "aborted"), 0
             )
-            files = {str(i): zero | f.counts | {"state": f.state} for i, f in self._files.items()}
+            files = {
+                str(i): zero
+                | f.counts
+                | {"state": f.state, "clients": sorted(self._clients.get(i, ()))}
+                for i, f in self._files.items()
+            }
             orders = {
                 str(i): {"status": o.status, "suborders": [s.state for s in o.suborders]}
                 for i, o in self._orders.items()

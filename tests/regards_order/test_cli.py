@@ -277,3 +277,79 @@ def test_unreachable_server_exits_1_in_one_line(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert "cannot reach http://127.0.0.1:9" in last_line(result.stderr)
     assert "Traceback" not in result.stderr
+
+
+def test_s3_target_with_storage_options(
+    start_simulator: Start, s3_endpoint: str, prefect_api: str
+) -> None:
+    import boto3
+
+    sim = start_simulator(
+        scenario([{"id": 11, "owner": USER, "generate": [{"count": 2, "size": 3000}]}])
+    )
+    s3 = boto3.client("s3", endpoint_url=s3_endpoint)
+    s3.create_bucket(Bucket="cli-archive")
+    args = download_args(sim, 11, Path("unused"), "--json")
+    args[args.index("--target") + 1] = "s3://cli-archive/regards/11"
+    result = cli(
+        *args,
+        "--storage-option",
+        f"endpoint_url={s3_endpoint}",
+        api=prefect_api,
+        env={"REGARDS_PASSWORD": PASSWORD},
+    )
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert [f["target"] for f in report["files"]] == [
+        "s3://cli-archive/regards/11/file-00000.dat",
+        "s3://cli-archive/regards/11/file-00001.dat",
+    ]
+    for entry in report["files"]:
+        key = entry["target"].removeprefix("s3://cli-archive/")
+        body = s3.get_object(Bucket="cli-archive", Key=key)
+        assert hashlib.md5(body["Body"].read()).hexdigest() == entry["md5"]
+        assert body["Metadata"]["regards-md5"] == entry["md5"]
+    assert_no_secret_and_no_traceback(result)
+
+
+def test_missing_bucket_is_one_clear_line(start_simulator: Start, s3_endpoint: str) -> None:
+    sim = start_simulator(scenario([{"id": 12, "owner": USER, "files": []}]))
+    args = download_args(sim, 12, Path("unused"))
+    args[args.index("--target") + 1] = "s3://no-such-bucket/x"
+    result = cli(
+        *args,
+        "--storage-options",
+        json.dumps({"endpoint_url": s3_endpoint}),
+        env={"REGARDS_PASSWORD": PASSWORD},
+    )
+    assert result.returncode == 1
+    assert result.stderr == (
+        "regards-order: error: bucket 'no-such-bucket' does not exist or is not visible with "
+        "these credentials\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        (["--storage-option", "key=AKIA"], "storage option key would carry a credential"),
+        (["--storage-option", "oops"], "storage option 'oops' is not KEY=VALUE"),
+        (["--storage-options", "[]"], "storage options must be a JSON object"),
+    ],
+)
+def test_bad_storage_options_exit_2(tmp_path: Path, option: list[str], message: str) -> None:
+    result = cli(
+        "download", "1", "--host", "http://127.0.0.1:9", "--project", "p", "--token", "t",
+        "--target", str(tmp_path), *option,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert message in result.stderr and result.stderr.count("\n") == 1
+
+
+def test_unknown_protocol_is_a_usage_error(tmp_path: Path) -> None:
+    result = cli(
+        "download", "1", "--host", "http://127.0.0.1:9", "--project", "p", "--token", "t",
+        "--target", "nosuchfs://x/y",
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert "cannot use target 'nosuchfs://x/y'" in result.stderr
