@@ -353,3 +353,41 @@ def test_unknown_protocol_is_a_usage_error(tmp_path: Path) -> None:
     )  # fmt: skip
     assert result.returncode == 2
     assert "cannot use target 'nosuchfs://x/y'" in result.stderr
+
+
+def test_tls_is_verified_and_a_ca_bundle_can_be_given(tmp_path: Path, prefect_api: str) -> None:
+    import ssl
+
+    import trustme
+
+    authority = trustme.CA()
+    server_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    authority.issue_cert("127.0.0.1").configure_cert(server_context)
+    bundle = tmp_path / "ca.pem"
+    authority.cert_pem.write_to_path(str(bundle))
+    sim = Simulator(
+        scenario([{"id": 13, "owner": USER, "generate": [{"count": 1, "size": 100}]}]),
+        tls=server_context,
+    )
+    with sim:
+        assert sim.url.startswith("https://")
+        args = download_args(sim, 13, tmp_path / "out")
+        refused = cli(*args, env={"REGARDS_PASSWORD": PASSWORD})
+        assert refused.returncode == 1
+        assert refused.stderr.count("\n") == 1 and "CERTIFICATE_VERIFY_FAILED" in refused.stderr
+        assert not (tmp_path / "out").exists() or not list((tmp_path / "out").iterdir())
+        trusted = cli(
+            *args, "--ca-bundle", str(bundle), env={"REGARDS_PASSWORD": PASSWORD}, api=prefect_api
+        )
+        assert trusted.returncode == 0, trusted.stderr
+        assert (tmp_path / "out" / "file-00000.dat").stat().st_size == 100
+
+
+def test_unknown_host_is_one_clear_line(tmp_path: Path) -> None:
+    result = cli(
+        "download", "1", "--host", "https://regards.nonexistent.invalid", "--project", "p",
+        "--token", "t", "--target", str(tmp_path),
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert result.stderr.startswith("regards-order: error: order 1: cannot reach ")
+    assert result.stderr.count("\n") == 1
