@@ -6,7 +6,10 @@ Secrets are `SecretStr`: printed and serialised as `**********`, never as their 
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
+from enum import StrEnum
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -92,9 +95,29 @@ class Connection(BaseModel):
         return None
 
     @property
+    def user_key(self) -> str:
+        """A name for this user on this server, fit for Prefect limits and variables."""
+        if self.username:
+            who = self.username
+        elif self.token is not None:
+            # Not the token itself: a short digest names the holder without revealing it.
+            who = "token-" + hashlib.sha256(self.token.get_secret_value().encode()).hexdigest()[:10]
+        else:
+            who = "anonymous"
+        raw = f"{urlsplit(self.host).netloc}-{who}".lower()
+        return re.sub(r"[^a-z0-9-]+", "-", raw).strip("-")
+
+    @property
     def api_url(self) -> str:
         """Base URL of the REST API."""
         return f"{self.host}/api/v1"
+
+
+class TaskRunnerKind(StrEnum):
+    """Where the file transfers run."""
+
+    THREADS = "threads"  # a bounded thread pool in the flow's process
+    DASK = "dask"  # the worker processes of a Dask cluster (local, or given by address)
 
 
 class DownloadOptions(BaseModel):
@@ -148,6 +171,32 @@ class DownloadOptions(BaseModel):
         ge=1,
         title="Poll failures tolerated",
         description="Consecutive transient failures of the order's status before giving up.",
+    )
+    task_runner: TaskRunnerKind = Field(
+        default=TaskRunnerKind.THREADS,
+        title="Task runner",
+        description="threads: a thread pool in the flow's process; dask: the worker processes "
+        "of a Dask cluster (one huge order spread over several processes or machines).",
+    )
+    dask_address: str | None = Field(
+        default=None,
+        title="Dask scheduler address",
+        description="An existing Dask cluster (tcp://host:8786); empty starts a local one.",
+    )
+    dask_workers: int = Field(
+        default=2,
+        ge=1,
+        le=64,
+        title="Local Dask workers",
+        description="Worker processes of the local Dask cluster (when no address is given).",
+    )
+    user_transfer_limit: int | None = Field(
+        default=None,
+        ge=1,
+        title="Transfers per REGARDS user, across all runs",
+        description="A Prefect global concurrency limit, created if missing and named after "
+        "the REGARDS user, caps that user's file transfers across every run and worker; "
+        "a 429 then pauses them all for its Retry-After. Empty: no shared limit.",
     )
     storage_options: dict[str, Any] = Field(
         default_factory=dict,

@@ -6,18 +6,18 @@ from typing import Any
 
 from prefect import Task, task
 from prefect.cache_policies import NO_CACHE
-from prefect.client.schemas.objects import TaskRun
+from prefect.client.schemas.objects import State, TaskRun
 from prefect.runtime import task_run
-from prefect.states import State
 
 from regards_order.client import shared_client
 from regards_order.delivery import fetch_file
-from regards_order.errors import RegardsOrderError, is_retryable
+from regards_order.errors import QuotaExceeded, RegardsOrderError, is_retryable
 from regards_order.models import OrderFile
 from regards_order.report import FileOutcome
 from regards_order.settings import Connection
 from regards_order.stopping import pause
 from regards_order.transfer import open_target
+from tasks.limits import quiet_everyone, user_slot
 
 #: Longest wait a server's Retry-After may impose on one attempt.
 MAX_RETRY_AFTER_SECONDS = 600.0
@@ -44,20 +44,26 @@ def transfer_file(
     name: str,
     target: str,
     storage_options: dict[str, Any],
+    user_limit: str | None = None,
 ) -> FileOutcome:
     """Stream one file to the target, verify its MD5 and commit it; skip it if already there."""
     attempt = task_run.run_count
     try:
-        return fetch_file(
-            shared_client(connection),
-            open_target(target, storage_options),
-            file,
-            name,
-            attempts=attempt,
-        )
+        with user_slot(user_limit):
+            return fetch_file(
+                shared_client(connection),
+                open_target(target, storage_options),
+                file,
+                name,
+                attempts=attempt,
+            )
     except RegardsOrderError as error:
         error.attempts = attempt
         if error.retryable and error.retry_after:
-            # Honour the server's Retry-After before Prefect schedules the next attempt.
-            pause(min(error.retry_after, MAX_RETRY_AFTER_SECONDS))
+            # Honour the server's Retry-After before Prefect schedules the next attempt, and
+            # make every other transfer of the user wait as long when they share a limit.
+            wait = min(error.retry_after, MAX_RETRY_AFTER_SECONDS)
+            if isinstance(error, QuotaExceeded):
+                quiet_everyone(user_limit, wait)
+            pause(wait)
         raise

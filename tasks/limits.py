@@ -1,0 +1,73 @@
+"""Limits shared by every run and worker: a Prefect global concurrency limit per REGARDS user.
+
+REGARDS limits each user (suborders, a download quota answered with 429), whatever machine they
+download from. The limit caps the user's concurrent transfers across all runs; a 429 with a
+Retry-After sets a quiet period, kept in a Prefect variable, that every transfer of the user
+waits out before starting.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.actions import (
+    GlobalConcurrencyLimitCreate,
+    GlobalConcurrencyLimitUpdate,
+)
+from prefect.concurrency.sync import concurrency
+from prefect.exceptions import ObjectNotFound
+from prefect.variables import Variable
+
+from regards_order.settings import Connection
+from regards_order.stopping import pause
+
+LIMIT_PREFIX = "regards-transfers-"
+
+
+def limit_name(connection: Connection) -> str:
+    """The global concurrency limit of the connection's user."""
+    return LIMIT_PREFIX + connection.user_key
+
+
+async def ensure_user_limit(connection: Connection, size: int) -> str:
+    """Create the user's limit if missing, or set its size; return its name."""
+    name = limit_name(connection)
+    async with get_client() as client:
+        try:
+            existing = await client.read_global_concurrency_limit_by_name(name)
+        except ObjectNotFound:
+            await client.create_global_concurrency_limit(
+                GlobalConcurrencyLimitCreate(name=name, limit=size)
+            )
+            return name
+        if existing.limit != size or not existing.active:
+            await client.update_global_concurrency_limit(
+                name, GlobalConcurrencyLimitUpdate(limit=size, active=True)
+            )
+    return name
+
+
+def _quiet_variable(name: str) -> str:
+    return f"{name}-quiet-until"
+
+
+@contextmanager
+def user_slot(name: str | None) -> Iterator[None]:
+    """Hold one of the user's transfer slots (after any quiet period); no-op without a limit."""
+    if name is None:
+        yield
+        return
+    until = Variable.get(_quiet_variable(name), default=0.0)
+    if isinstance(until, int | float) and until > time.time():
+        pause(until - time.time())
+    with concurrency(name, occupy=1, strict=True):
+        yield
+
+
+def quiet_everyone(name: str | None, seconds: float) -> None:
+    """Make every transfer of the user wait `seconds` before starting (a 429's Retry-After)."""
+    if name is not None:
+        Variable.set(_quiet_variable(name), time.time() + seconds, overwrite=True)
