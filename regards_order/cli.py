@@ -28,7 +28,12 @@ from regards_order.errors import (
     RegardsOrderError,
     TransportError,
 )
-from regards_order.settings import Connection, DownloadOptions, parse_storage_options
+from regards_order.settings import (
+    Connection,
+    DownloadOptions,
+    TaskRunnerKind,
+    parse_storage_options,
+)
 from regards_order.stopping import request_stop
 
 if TYPE_CHECKING:
@@ -165,6 +170,35 @@ def _download_options(command: Callable[..., Any]) -> Callable[..., Any]:
             help="Do not verify the server's TLS certificate.",
         ),
         click.option(
+            "--task-runner",
+            envvar="REGARDS_TASK_RUNNER",
+            type=click.Choice([kind.value for kind in TaskRunnerKind]),
+            default=TaskRunnerKind.THREADS.value,
+            show_default=True,
+            help="Where transfers run: a thread pool here, or the workers of a Dask cluster.",
+        ),
+        click.option(
+            "--dask-address",
+            envvar="REGARDS_DASK_ADDRESS",
+            help="Scheduler of an existing Dask cluster (default: start a local one).",
+        ),
+        click.option(
+            "--dask-workers",
+            envvar="REGARDS_DASK_WORKERS",
+            type=int,
+            default=2,
+            show_default=True,
+            help="Worker processes of the local Dask cluster.",
+        ),
+        click.option(
+            "--user-transfer-limit",
+            envvar="REGARDS_USER_TRANSFER_LIMIT",
+            type=int,
+            default=None,
+            help="Cap the REGARDS user's transfers across all runs and workers (a Prefect "
+            "global concurrency limit).",
+        ),
+        click.option(
             "--storage-option",
             "storage_option",
             multiple=True,
@@ -224,7 +258,7 @@ def _settings(values: dict[str, Any]) -> tuple[Connection, DownloadOptions, str]
             password=SecretStr(password) if password is not None else None,
             token=SecretStr(values["token"]) if values.get("token") else None,
             client_id=values["client_id"],
-            client_secret=SecretStr(values["client_secret"]),
+            client_secret=values["client_secret"],
             verify_tls=not values["insecure"],
             ca_bundle=values.get("ca_bundle"),
         )
@@ -236,6 +270,10 @@ def _settings(values: dict[str, Any]) -> tuple[Connection, DownloadOptions, str]
             page_size=values["page_size"],
             retries=values["retries"],
             retry_delay=values["retry_delay"],
+            task_runner=TaskRunnerKind(values["task_runner"]),
+            dask_address=values.get("dask_address"),
+            dask_workers=values["dask_workers"],
+            user_transfer_limit=values.get("user_transfer_limit"),
             storage_options=parse_storage_options(
                 list(values["storage_option"]), values.get("storage_options_json")
             ),

@@ -124,7 +124,7 @@ class RegardsClient:
             what="login",
             params={"scope": connection.project},
             json=credentials,
-            auth=httpx.BasicAuth(connection.client_id, connection.client_secret.get_secret_value()),
+            auth=httpx.BasicAuth(connection.client_id, connection.client_secret),
         )
         if response.status_code == 400:
             raise AuthenticationError(

@@ -57,8 +57,11 @@ class Connection(BaseModel):
         title="OAuth2 client id",
         description="Basic credentials of the token endpoint (REGARDS' default is 'client').",
     )
-    client_secret: SecretStr = Field(
-        default=SecretStr("secret"),
+    # Not a SecretStr: this identifies the client application (REGARDS ships every
+    # installation with client/secret), not the user, and it must reach a deployment's runs
+    # intact, where a SecretStr parameter would arrive masked.
+    client_secret: str = Field(
+        default="secret",
         title="OAuth2 client secret",
         description="Basic credentials of the token endpoint (REGARDS' default is 'secret').",
     )

@@ -6,7 +6,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from regards_order.client import shared_client
-from regards_order.models import Order, OrderFile
+from regards_order.models import Order, OrderFile, OrderStatus
 from regards_order.settings import Connection
 
 
@@ -20,3 +20,13 @@ def poll_order(connection: Connection, order_id: int) -> Order:
 def list_available_files(connection: Connection, order_id: int, page_size: int) -> list[OrderFile]:
     """Every file of the order available for download now, all pages walked."""
     return list(shared_client(connection).iter_available(order_id, page_size))
+
+
+@task(name="list-orders", task_run_name="list-orders-{status}", cache_policy=NO_CACHE)
+def list_orders(connection: Connection, status: OrderStatus | None) -> list[int]:
+    """Ids of the user's orders, all of them or those in `status`."""
+    return [
+        order.id
+        for order in shared_client(connection).iter_orders()
+        if status is None or order.status is status
+    ]
