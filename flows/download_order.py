@@ -18,6 +18,7 @@ from prefect.artifacts import (
     acreate_table_artifact,
     aupdate_progress_artifact,
 )
+from prefect.context import SyncClientContext
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import Field
 
@@ -70,7 +71,10 @@ async def download_order(
     progress = await acreate_progress_artifact(0.0, description=f"Order {order_id}: files done")
     shown_at = 0.0
 
-    with transfer_runner(options) as runner:
+    # One Prefect API client for every transfer thread: without a client in the context they
+    # inherit, Prefect builds two per task run (a TLS context each: the largest CPU cost of a
+    # small file).
+    with SyncClientContext.get_or_create(), transfer_runner(options) as runner:
         while True:
             if run.due():
                 run.look()
