@@ -150,7 +150,7 @@ class OrderRun:
             return 0
         count = 0
         while future is not None:
-            self.delivery.settle(self._outcome(future, self.running.pop(future)))
+            self.delivery.settle(await self._outcome(future, self.running.pop(future)))
             count += 1
             try:
                 future = self.finished.get_nowait()
@@ -173,8 +173,11 @@ class OrderRun:
             await self.settle(None)
         self.delivery.record.save()
 
-    def _outcome(self, future: PrefectFuture[FileOutcome], key: str) -> FileOutcome:
-        result: Any = future.result(raise_on_failure=False)
+    async def _outcome(self, future: PrefectFuture[FileOutcome], key: str) -> FileOutcome:
+        # The future is done: wait() only records its final state. Reading the result in this
+        # event loop spares the hop to Prefect's loop thread that future.result() takes.
+        future.wait(0)
+        result: Any = await future.state.aresult(raise_on_failure=False)
         if isinstance(result, FileOutcome):
             return result
         file = self.delivery.file(key)
