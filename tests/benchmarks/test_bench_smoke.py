@@ -1,0 +1,88 @@
+"""The benchmark runs end to end at tiny sizes and writes well-formed results.
+
+Nothing here asserts a duration or a ratio's value: the benchmark is the measure, this only
+keeps it working.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+TINY = [
+    "--reps=1",
+    "--memory-reps=1",
+    "--small-reps=1",
+    "--large-mib=2",
+    "--small-files=12",
+    "--small-kib=1",
+    "--small-suborder-files=5",  # several suborders and pages even at this size
+    "--medium-files=3",
+    "--medium-mib=1",
+    "--memory-small-mib=1",
+    "--memory-large-mib=3",
+    "--s3-mib=6",  # above s3fs's 5 MiB part size: a real multipart upload
+]
+
+COMPARISONS = {
+    "large": {"curl|tee|md5sum", "aria2c", "curl -o /dev/null"},
+    "small": {"aria2c"},
+    "medium": {"curl|tee|md5sum", "aria2c"},
+    "s3": {"s3fs upload"},
+}
+
+
+@pytest.mark.timeout(600)
+@pytest.mark.skipif(
+    shutil.which("curl") is None or shutil.which("aria2c") is None,
+    reason="the baselines need curl and aria2c (`make bench` installs aria2)",
+)
+def test_benchmark_writes_every_workload_ratio_and_goal(tmp_path: Path) -> None:
+    out = tmp_path / "results"
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.bench", *TINY, f"--out={out}", f"--workdir={tmp_path}"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    results = json.loads((out / "latest.json").read_text())
+    workloads = results["workloads"]
+    assert set(workloads) == {"startup", "large", "small", "medium", "memory", "s3"}
+
+    for name, baselines in COMPARISONS.items():
+        workload = workloads[name]
+        assert set(workload["tools"]) == {"pipeline", *baselines}
+        for summary in workload["tools"].values():
+            assert summary["runs_ok"] == summary["runs"] == 1
+            assert summary["wall_s"] > 0 and summary["peak_rss_mb"] > 0
+        assert set(workload["ratios"]) == baselines
+        for ratio in workload["ratios"].values():
+            assert ratio["wall"] > 0 and ratio["speed"] > 0
+        assert workload["tools"]["pipeline"]["api_cpu_s"] >= 0
+
+    assert set(workloads["small"]["per_file"]) == {
+        "pipeline_cpu_ms",
+        "prefect_api_cpu_ms",
+        "overhead_ms",
+    }
+    memory = workloads["memory"]
+    assert memory["small"]["tools"]["pipeline"]["peak_rss_mb"] > 0
+    assert memory["large"]["tools"]["pipeline"]["peak_rss_mb"] > 0
+    assert isinstance(memory["rss_difference_mb"], float)
+    assert workloads["startup"]["tools"]["pipeline"]["runs_ok"] == 1
+
+    assert len(results["goals"]) == 6
+    assert all(goal["met"] in (True, False) for goal in results["goals"])
+    assert results["machine"]["nproc"]
+    assert (out / "latest.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "pipe/tool wall" in done.stdout  # the table
+    assert not list(tmp_path.glob("regards-bench-*")), "the scratch folder is removed"
