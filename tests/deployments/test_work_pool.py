@@ -1,0 +1,103 @@
+"""deployments/prefect.yaml: `prefect deploy --all` as documented, then a process worker runs it."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+from deploy_support import (
+    FAST_OPTIONS,
+    ORDER_WORKER,
+    PREFECT,
+    REPO,
+    PrefectServer,
+    Served,
+    assert_delivered,
+    start_process,
+    stop_group,
+    tail,
+)
+from support import PASSWORD, USER
+
+from regards_order.simulator import Simulator
+
+POOL = "regards"
+
+
+def test_prefect_yaml_deploys_to_a_work_pool_that_a_worker_runs(
+    prefect_server: PrefectServer, served: Served, regards: Simulator, tmp_path: Path
+) -> None:
+    env = prefect_server.client_env(
+        REGARDS_HOST=regards.url,
+        REGARDS_PROJECT="test",
+        REGARDS_USERNAME=USER,
+        REGARDS_PASSWORD_BLOCK="",  # empty: the worker's REGARDS_PASSWORD
+        REGARDS_SCHEDULED_TARGET=str(tmp_path / "scheduled"),
+    )
+    # The served deployments have the same names: their runner would race the worker.
+    with served.stopped():
+        _prefect(["work-pool", "create", POOL, "--type", "process", "--overwrite"], env, tmp_path)
+        _prefect(
+            ["--no-prompt", "deploy", "--all", "--prefect-file", "deployments/prefect.yaml"],
+            env,
+            REPO,
+        )
+        on_demand = prefect_server.deployment("download-order")
+        scheduled = prefect_server.deployment("download-order-scheduled")
+        try:
+            for deployment in (on_demand, scheduled):
+                assert deployment.work_pool_name == POOL
+                assert deployment.entrypoint == "flows.download_order.download_order"
+                assert deployment.pull_steps == []
+                assert deployment.parameters["connection"] == {
+                    "host": regards.url,
+                    "project": "test",
+                    "username": USER,
+                    "password_block": "",
+                }
+            [schedule] = scheduled.schedules
+            assert schedule.active
+            assert (schedule.schedule.cron, schedule.schedule.timezone) == ("0 2 * * *", "UTC")
+            assert scheduled.parameters["order_id"] == 1234
+            assert scheduled.parameters["target"] == str(tmp_path / "scheduled")
+            assert scheduled.global_concurrency_limit.limit == 1
+            assert scheduled.concurrency_options.collision_strategy == "CANCEL_NEW"
+
+            # A worker started anywhere (no checkout as its directory) loads the flow by module.
+            worker_dir = tmp_path / "worker"
+            worker_dir.mkdir()
+            log = worker_dir / "worker.log"
+            worker = start_process(
+                [str(PREFECT), "worker", "start", "--pool", POOL],
+                env | {"REGARDS_PASSWORD": PASSWORD},
+                log,
+                worker_dir,
+            )
+            try:
+                target = tmp_path / "by-the-worker"
+                started = prefect_server.run(
+                    "download-order",
+                    order_id=ORDER_WORKER,
+                    target=str(target),
+                    options=FAST_OPTIONS,
+                )
+                run = prefect_server.wait_final(started.id, timeout=120)
+                assert run.state.is_completed(), f"{run.state.message}\n{tail(log)}"
+                assert run.work_pool_name == POOL
+                assert_delivered(regards, ORDER_WORKER, target)
+            finally:
+                stop_group(worker)
+        finally:
+            # Leave the names to serve.py again, which re-creates its deployments on restart.
+            with prefect_server.client() as client:
+                for deployment in (on_demand, scheduled):
+                    client.delete_deployment(deployment.id)
+
+
+def _prefect(args: list[str], env: dict[str, str], cwd: Path) -> str:
+    """Run the prefect command line; its output, or a failure that shows it."""
+    done = subprocess.run(
+        [str(PREFECT), *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, f"prefect {' '.join(args)} failed:\n{done.stdout}\n{done.stderr}"
+    return done.stdout
