@@ -44,7 +44,6 @@ def test_an_operator_runs_an_order_from_the_ui(
 
             _field(page, r"order[ _]id").get_by_role("spinbutton").fill(str(ORDER_UI))
             _field(page, r"target").get_by_role("textbox").fill(str(target))
-            _work_around_masked_client_secret(page)
             page.get_by_role("button", name="Submit").click()
 
             # The UI confirms the submission; the run is the one run of this order.
@@ -88,12 +87,3 @@ def _field(page: Any, label: str) -> Any:
     """The form field whose label is `label` (a regular expression, whole label)."""
     title = page.get_by_text(re.compile(rf"^{label}$", re.IGNORECASE))
     return title.locator("xpath=ancestor::*[.//input or .//textarea][1]")
-
-
-def _work_around_masked_client_secret(page: Any) -> None:
-    """The parameter schema gives the OAuth2 client secret's default as '**********' (a pydantic
-    SecretStr), and the form would send that. Until the schema shows the real default, type
-    REGARDS' default in; once it does, there is nothing to do here."""
-    secret = _field(page, r"OAuth2 client secret( \(Optional\))?").get_by_role("textbox")
-    if secret.count() and secret.input_value() == "**********":
-        secret.fill("secret")
