@@ -43,19 +43,22 @@ PROGRESS_INTERVAL = 1.0
     validate_parameters=True,
 )
 async def download_order(
-    order_id: Annotated[int, Field(gt=0, title="Order id", description="The REGARDS order.")],
-    target: Annotated[
-        str,
-        Field(
-            min_length=1,
-            title="Target",
-            description="Folder or fsspec URL the files go to, e.g. ./data or s3://bucket/prefix.",
-        ),
-    ],
+    # Prefect titles a top-level parameter by its name and describes it from the docstring's
+    # Args: the title goes through json_schema_extra, the description below.
+    order_id: Annotated[int, Field(gt=0, json_schema_extra={"title": "Order id"})],
+    target: Annotated[str, Field(min_length=1, json_schema_extra={"title": "Target"})],
     connection: Connection,
     options: DownloadOptions = DownloadOptions(),  # noqa: B008 - immutable (frozen) default
 ) -> OrderReport:
-    """Poll the order, transfer each file as it becomes available, report every outcome."""
+    """Poll the order, transfer each file as it becomes available, report every outcome.
+
+    Args:
+        order_id: The REGARDS order (a positive integer).
+        target: Folder or fsspec URL the files go to, e.g. /data/regards or s3://bucket/prefix.
+        connection: The REGARDS server and user; the password or token comes from the Secret
+            block named here, or from the environment of the worker.
+        options: Parallelism, polling, deadline, retries, and the target's storage options.
+    """
     logger = get_run_logger()
     connection = await resolve_credentials(connection)
     destination = open_target(target, options.storage_options)

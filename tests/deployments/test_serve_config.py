@@ -79,12 +79,6 @@ def test_a_bad_setting_stops_serve_before_anything_is_registered(
         deployments(SITE | setting)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="flows/download_order.py: titles via json_schema_extra and an Args docstring "
-    "(Prefect titles a top-level parameter by its name and reads its description from the "
-    "docstring); remove this mark with that change",
-)
 def test_every_parameter_of_the_form_has_a_title_and_a_description() -> None:
     on_demand, _ = deployments({})
     schema = on_demand._parameter_openapi_schema.model_dump()
