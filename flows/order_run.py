@@ -14,7 +14,7 @@ from prefect.futures import PrefectFuture
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 from regards_order.delivery import Delivery
-from regards_order.errors import RegardsOrderError
+from regards_order.errors import RegardsOrderError, TargetError
 from regards_order.models import Order, OrderStatus
 from regards_order.polling import Backoff
 from regards_order.report import FileOutcome, OrderReport, Outcome
@@ -113,7 +113,7 @@ class OrderRun:
             self._end(f"order {self.order_id} is {self.status}: its files are gone from the server")
             return
         new = self.delivery.discover(listed)
-        self.delivery.record.save()  # before any transfer starts
+        self._save_record()  # before any transfer starts
         self._note(order, new=len(new))
         self.next_look = now + (self.pace.reset() if new else self.pace.next())
 
@@ -156,7 +156,7 @@ class OrderRun:
                 future = self.finished.get_nowait()
             except queue.Empty:
                 future = None
-        self.delivery.record.save(at_most_every=RECORD_SAVE_INTERVAL)
+        self._save_record(at_most_every=RECORD_SAVE_INTERVAL)
         if self.delivery.idle:
             self.next_look = 0.0  # the server may release the next suborder now: look again
         return count
@@ -171,13 +171,25 @@ class OrderRun:
         """Let every transfer in flight finish, whatever ended the run."""
         while self.running:
             await self.settle(None)
-        self.delivery.record.save()
+        self._save_record()
+
+    def _save_record(self, at_most_every: float = 0.0) -> None:
+        """Save the delivery record; a failure is a warning: the record only helps a later
+        run find files the server forgot, and it is tried again at the next save."""
+        try:
+            self.delivery.record.save(at_most_every=at_most_every)
+        except TargetError as error:
+            self._warn_once("record", f"the delivery record could not be saved: {error}")
 
     async def _outcome(self, future: PrefectFuture[FileOutcome], key: str) -> FileOutcome:
         # The future is done: wait() only records its final state. Reading the result in this
         # event loop spares the hop to Prefect's loop thread that future.result() takes.
-        future.wait(0)
-        result: Any = await future.state.aresult(raise_on_failure=False)
+        future.wait()
+        state = future.state
+        if state.is_final():
+            result: Any = await state.aresult(raise_on_failure=False)
+        else:  # a runner whose futures do not keep their final state (read it the slow way)
+            result = future.result(raise_on_failure=False)
         if isinstance(result, FileOutcome):
             return result
         file = self.delivery.file(key)

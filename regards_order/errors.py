@@ -139,6 +139,12 @@ class TargetThrottled(TargetError):
     retryable = True
 
 
+class SlotUnavailable(RegardsOrderError):
+    """A slot of a limit shared between runs could not be had (its keeper did not answer)."""
+
+    retryable = True
+
+
 class OrderNotDeliverable(RegardsOrderError):
     """The order itself cannot be delivered: expired, deleted, paused past the deadline..."""
 

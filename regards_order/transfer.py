@@ -203,19 +203,22 @@ def write_verified(
 
 
 def _abandon(target: Target, sink: Any, staging: str) -> None:
-    """Make sure nothing of a failed write stays: no partial file, no pending upload."""
-    try:
-        if target.writes_objects:
+    """Make sure nothing of a failed write stays: no partial file, no pending upload.
+
+    Each step is tried on its own: closing a file on a full disk fails again, and the partial
+    must be removed all the same. Clean-up errors give way to the original one.
+    """
+    if target.writes_objects:
+        with contextlib.suppress(OSError, ValueError):
             if not sink.closed:
                 sink.discard()  # aborts the multipart upload
-                sink.closed = True  # the file object must not upload at garbage collection
-            return
+        sink.closed = True  # the file object must not upload at garbage collection
+        return
+    with contextlib.suppress(OSError, ValueError):
         if not sink.closed:
             sink.close()
+    with contextlib.suppress(OSError):
         target.fs.rm(staging)
-    except (OSError, ValueError):
-        # The original error matters more than a failed clean-up; the name marks it partial.
-        pass
 
 
 def write_small(target: Target, path: str, data: bytes) -> None:

@@ -10,17 +10,19 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import (
     GlobalConcurrencyLimitCreate,
     GlobalConcurrencyLimitUpdate,
 )
+from prefect.concurrency._asyncio import ConcurrencySlotAcquisitionError
 from prefect.concurrency.sync import concurrency
 from prefect.exceptions import ObjectNotFound
 from prefect.variables import Variable
 
+from regards_order.errors import SlotUnavailable
 from regards_order.settings import Connection
 from regards_order.stopping import pause
 
@@ -63,7 +65,12 @@ def user_slot(name: str | None) -> Iterator[None]:
     until = Variable.get(_quiet_variable(name), default=0.0)
     if isinstance(until, int | float) and until > time.time():
         pause(until - time.time())
-    with concurrency(name, occupy=1, strict=True):
+    with ExitStack() as held:
+        try:
+            held.enter_context(concurrency(name, occupy=1, strict=True))
+        except ConcurrencySlotAcquisitionError as error:
+            # The Prefect API was busy or away: a passing fault, retried like any other.
+            raise SlotUnavailable(f"no transfer slot from the Prefect API: {error}") from None
         yield
 
 

@@ -115,7 +115,9 @@ def test_disk_full_fails_at_once_and_leaves_nothing(
         {"filename": "small.bin", "size": 10},
     ]
     sim = start_simulator(scenario([{"id": 1, "owner": USER, "files": files}]))
-    state, report = run(1, disk, connection_for(sim))
+    # One at a time: the big file fills the disk, fails, and its partial makes room again.
+    one_by_one = FAST.model_copy(update={"concurrency": 1})
+    state, report = run(1, disk, connection_for(sim), one_by_one)
     assert state.is_failed()
     big = next(f for f in report.files if f.filename == "big.bin")
     assert big.outcome is Outcome.FAILED and big.attempts == 1  # no retry storm
