@@ -44,6 +44,10 @@ if TYPE_CHECKING:
 # No telemetry from the embedded Prefect server: it cannot reach the internet from most archives'
 # download hosts and would log an error; a user may still turn it on.
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+# With no API URL, Prefect starts a temporary server in a subprocess that shares our stderr;
+# its own logs (tracebacks of its shutdown among them) are not the user's business.
+if not os.environ.get("PREFECT_API_URL"):
+    os.environ.setdefault("PREFECT_SERVER_LOGGING_LEVEL", "CRITICAL")
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 PROG = "regards-order"
