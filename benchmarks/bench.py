@@ -75,6 +75,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add("--out", type=Path, default=REPO / "benchmarks" / "results", help="results folder")
     add("--workdir", type=Path, default=None, help="parent of the scratch folder (default: TMPDIR)")
     add("--keep-work", action="store_true", help="keep the scratch folder (logs of every run)")
+    add(
+        "--code",
+        type=Path,
+        default=None,
+        help="run the pipeline from another folder's flows/, tasks/ and regards_order/ (a copy "
+        "with a change being tried), against the same baselines",
+    )
     args = parser.parse_args(argv)
     args.workloads = [w.strip() for w in args.workloads.split(",") if w.strip()]
     unknown = set(args.workloads) - set(WORKLOADS)
@@ -291,8 +298,9 @@ RUNNERS: dict[str, Callable[[Harness, argparse.Namespace], dict[str, Any]]] = {
 }
 
 
-def child_env(work: Path) -> dict[str, str]:
-    """The environment of every measured process and server."""
+def child_env(work: Path, code: Path | None = None) -> dict[str, str]:
+    """The environment of every measured process and server; `code` is a folder whose flows/,
+    tasks/ and regards_order/ are imported instead of this checkout's (a variant to compare)."""
     env = dict(os.environ)
     env.pop("PREFECT_API_URL", None)
     env.pop("AWS_PROFILE", None)
@@ -303,7 +311,9 @@ def child_env(work: Path) -> dict[str, str]:
         "AWS_ACCESS_KEY_ID": "testing",
         "AWS_SECRET_ACCESS_KEY": "testing",
         "AWS_DEFAULT_REGION": "us-east-1",
-        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")])),
+        "PYTHONPATH": os.pathsep.join(
+            filter(None, [str(code.resolve()) if code else None, str(REPO), env.get("PYTHONPATH")])
+        ),
     }
     return env
 
@@ -322,7 +332,7 @@ def main(argv: list[str] | None = None) -> int:
         say(f"bench: missing tools: {', '.join(missing)} (`make bench` installs them)")
         return 2
     work = Path(tempfile.mkdtemp(prefix="regards-bench-", dir=args.workdir))
-    env = child_env(work)
+    env = child_env(work, args.code)
     os.environ.update({k: env[k] for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")})
     os.environ["AWS_DEFAULT_REGION"] = env["AWS_DEFAULT_REGION"]
     venv_bin = Path(sys.executable).parent

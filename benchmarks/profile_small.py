@@ -126,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix="regards-profile-"))
-    env = child_env(work)
+    env = child_env(work, args.code)
     venv_bin = Path(sys.executable).parent
     spec = OrderSpec(
         order_id=3, count=args.files, size=args.kib * 1024, suborder_files=args.suborder_files
@@ -147,8 +147,6 @@ def main(argv: list[str] | None = None) -> int:
             command += ["--host", simulator.url, "--project", PROJECT, "--username", USER]
             command += ["--target", str(work / "target"), "--concurrency", str(args.concurrency)]
             run_env = env | {"REGARDS_PASSWORD": PASSWORD, "PREFECT_API_URL": api.url}
-            if args.code is not None:
-                run_env["PYTHONPATH"] = f"{args.code.resolve()}:{run_env['PYTHONPATH']}"
             done = run_measured(command, env=run_env, log_dir=args.out / "logs")
             if done.returncode != 0:
                 print(done.stderr[-3000:], file=sys.stderr)

@@ -62,9 +62,27 @@ def code_state() -> dict[str, Any]:
     """Which code was measured: the commit, and the pipeline's files that differ from it."""
     repo = Path(__file__).resolve().parent.parent
     commit = _command_line(["git", "-C", str(repo), "rev-parse", "--short", "HEAD"])
-    changed = _command_line(
-        ["git", "-C", str(repo), "status", "--porcelain", "--", "flows", "tasks", "regards_order"]
-    )
+    try:
+        changed = subprocess.run(
+            [
+                "git",
+                "-C",
+                str(repo),
+                "status",
+                "--porcelain",
+                "--",
+                "flows",
+                "tasks",
+                "regards_order",
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=10,
+        ).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        changed = ""
+    # Porcelain lines are "XY path": the status letters, a space, the path.
     return {"commit": commit, "uncommitted": [line[3:] for line in changed.splitlines()]}
 
 
@@ -216,12 +234,21 @@ def goals(workloads: dict[str, Any]) -> list[dict[str, Any]]:
         if "peak_rss_mb" in summary
     ]
     ceiling = _get(large, "tools", "curl -o /dev/null", "wall_s")
+    curl_wall = _get(large, "tools", "curl|tee|md5sum", "wall_s")
+    pipe_net = _get(large, "tools", PIPELINE, "net_of_startup_wall_s")
     pipe_wall = _get(large, "tools", PIPELINE, "wall_s")
     return [
         _goal(
             "large_vs_curl_speed",
             "large file: pipeline throughput / curl|tee|md5sum throughput >= 0.9",
             _get(large, "ratios", "curl|tee|md5sum", "speed"),
+            ">=",
+            t["large_vs_curl_speed"],
+        ),
+        _goal(
+            "large_vs_curl_speed_net",
+            "(informative) the same, net of the CLI's fixed start-up: the transfer path alone",
+            curl_wall / pipe_net if curl_wall and pipe_net and pipe_net > 0 else None,
             ">=",
             t["large_vs_curl_speed"],
         ),

@@ -80,7 +80,7 @@ def test_benchmark_writes_every_workload_ratio_and_goal(tmp_path: Path) -> None:
     assert isinstance(memory["rss_difference_mb"], float)
     assert workloads["startup"]["tools"]["pipeline"]["runs_ok"] == 1
 
-    assert len(results["goals"]) == 6
+    assert len(results["goals"]) == 7
     assert all(goal["met"] in (True, False) for goal in results["goals"])
     assert results["machine"]["nproc"]
     assert (out / "latest.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
