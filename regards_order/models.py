@@ -138,13 +138,8 @@ class OrderPage(BaseModel):
 
 def parse_order_page(body: object, *, requested_page: int) -> OrderPage:
     """An `OrderPage` from `GET /rs-order/user/orders` (a Spring page of wrapped orders)."""
-    document = _as_mapping(body, "order listing")
-    items = document.get("content", [])
-    if not isinstance(items, list):
-        raise MalformedResponse("the order listing's content is not a list")
+    items, metadata = _spring_page(body, "order listing")
     orders = tuple(parse_order(item) for item in items)
-    metadata = document.get("metadata")
-    metadata = metadata if isinstance(metadata, Mapping) else {}
     try:
         total_pages = _opt_int(metadata.get("totalPages"))
     except ValueError as error:
@@ -209,13 +204,9 @@ def parse_page(body: object, *, requested_page: int) -> FilePage:
     """A `FilePage` from the listing's answer; `None` (a 204) is an empty last page."""
     if body is None:
         return FilePage(files=(), number=requested_page, total_pages=0, has_next=False)
+    items, metadata = _spring_page(body, "file listing")
     document = _as_mapping(body, "file listing")
-    items = document.get("content", [])
-    if not isinstance(items, list):
-        raise MalformedResponse("the file listing's content is not a list")
     files = tuple(parse_file(item) for item in items)
-    metadata = document.get("metadata")
-    metadata = metadata if isinstance(metadata, Mapping) else {}
     try:
         total_pages = _opt_int(metadata.get("totalPages"))
         number = _opt_int(metadata.get("number"))
@@ -243,6 +234,16 @@ def parse_page(body: object, *, requested_page: int) -> FilePage:
     return FilePage(
         files=files, number=number, total_pages=total_pages, has_next=bool(files) and has_next
     )
+
+
+def _spring_page(body: object, what: str) -> tuple[list[Any], Mapping[str, Any]]:
+    """The items and the metadata (empty when absent) of a Spring page."""
+    document = _as_mapping(body, what)
+    items = document.get("content", [])
+    if not isinstance(items, list):
+        raise MalformedResponse(f"the {what}'s content is not a list")
+    metadata = document.get("metadata")
+    return items, metadata if isinstance(metadata, Mapping) else {}
 
 
 def _as_mapping(value: object, what: str) -> Mapping[str, Any]:
