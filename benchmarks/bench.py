@@ -6,8 +6,8 @@ The pipeline is measured as users run it: `regards-order download` in its own pr
 one `prefect server start` that serves every run of the benchmark (its start is not counted;
 the CLI's own fixed start-up is measured apart, on a one-file order). Baselines run against the
 same kind of server, tools alternate within each repetition, every run writes to a fresh
-folder that is removed afterwards. Medians, ratios, CPU and peak RSS are printed, written to
-`<out>/latest.json`, and drawn in `<out>/latest.png`.
+folder that is removed afterwards. Medians, ratios, CPU and peak RSS are printed (and kept in
+`<out>/latest.txt`), written to `<out>/latest.json`, and drawn in `<out>/latest.png`.
 """
 
 from __future__ import annotations
@@ -352,8 +352,10 @@ def main(argv: list[str] | None = None) -> int:
         if not args.keep_work:
             clean(work)
     results = report.build(measured, args, elapsed=time.monotonic() - began)
-    print(report.table(results))
+    text = report.table(results)
+    print(text)
     args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "latest.txt").write_text(text + "\n", encoding="utf-8")
     json_path = report.write_json(results, args.out / "latest.json")
     png_path = report.chart(results, args.out / "latest.png")
     say(f"wrote {json_path} and {png_path} in {time.monotonic() - began:.0f} s")

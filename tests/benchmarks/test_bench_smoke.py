@@ -84,5 +84,6 @@ def test_benchmark_writes_every_workload_ratio_and_goal(tmp_path: Path) -> None:
     assert all(goal["met"] in (True, False) for goal in results["goals"])
     assert results["machine"]["nproc"]
     assert (out / "latest.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "pipe/tool wall" in (out / "latest.txt").read_text()
     assert "pipe/tool wall" in done.stdout  # the table
     assert not list(tmp_path.glob("regards-bench-*")), "the scratch folder is removed"
