@@ -41,8 +41,10 @@ COMPARISONS = {
 
 @pytest.mark.timeout(600)
 @pytest.mark.skipif(
-    shutil.which("curl") is None or shutil.which("aria2c") is None,
-    reason="the baselines need curl and aria2c (`make bench` installs aria2)",
+    shutil.which("curl") is None
+    or shutil.which("aria2c") is None
+    or not Path("/usr/bin/time").exists(),
+    reason="the benchmark needs curl, aria2c and GNU time (`make bench` installs them)",
 )
 def test_benchmark_writes_every_workload_ratio_and_goal(tmp_path: Path) -> None:
     out = tmp_path / "results"
