@@ -11,7 +11,7 @@ VENV := $(CURDIR)/.venv
 export UV_PYTHON_DOWNLOADS := never
 export UV_PROJECT_ENVIRONMENT := $(VENV)
 
-.PHONY: demo test lint sync clean serve browser
+.PHONY: demo test lint sync clean serve tools bench
 
 $(CURDIR)/.tools/bin/uv:
 	$(PYTHON) -m venv $(CURDIR)/.tools
@@ -37,14 +37,23 @@ lint: $(VENV)/.synced
 serve: $(VENV)/.synced
 	$(VENV)/bin/python deployments/serve.py
 
-# The UI test drives the Prefect UI in Debian's Chromium: install it where it is missing.
+# Debian tools the tests and the benchmark drive: Chromium (the UI test), curl, aria2 and GNU
+# time (the baselines of the benchmark and its smoke test). Installed where missing.
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
-browser:
-	@test -x /usr/bin/chromium || ! command -v apt-get >/dev/null || \
-		{ $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq chromium; }
+tools:
+	@test -x /usr/bin/chromium && command -v curl >/dev/null && command -v aria2c >/dev/null \
+		&& test -x /usr/bin/time || ! command -v apt-get >/dev/null || \
+		{ $(SUDO) apt-get update -qq && \
+		  $(SUDO) apt-get install -y -qq chromium curl aria2 time >/dev/null; }
 
-test: lint browser
+test: lint tools
 	env -u PREFECT_API_URL PREFECT_HOME=$$(mktemp -d) $(VENV)/bin/pytest $(PYTEST_ARGS)
+
+# The pipeline against curl and aria2c: benchmarks/results/latest.{txt,json,png} (~5 min).
+# Sizes and repetitions: make bench BENCH_ARGS="--reps 5" (see python -m benchmarks.bench -h).
+bench: $(VENV)/.synced tools
+	env -u PREFECT_API_URL PREFECT_HOME=$$(mktemp -d) PREFECT_SERVER_ANALYTICS_ENABLED=false \
+		$(VENV)/bin/python -m benchmarks.bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) .tools .prefect-demo regards-demo .pytest_cache .mypy_cache .ruff_cache

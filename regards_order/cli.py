@@ -44,6 +44,9 @@ if TYPE_CHECKING:
 # No telemetry from the embedded Prefect server: it cannot reach the internet from most archives'
 # download hosts and would log an error; a user may still turn it on.
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+# One "Finished in state Completed()" line per file costs more than the file when files are
+# small; failures, retries and the flow's own progress lines stay. Users may lower it again.
+os.environ.setdefault("PREFECT_LOGGING_LOGGERS_PREFECT_TASK_RUNS_LEVEL", "WARNING")
 # With no API URL, Prefect starts a temporary server in a subprocess that shares our stderr;
 # its own logs (tracebacks of its shutdown among them) are not the user's business.
 if not os.environ.get("PREFECT_API_URL"):

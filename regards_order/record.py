@@ -50,6 +50,7 @@ class DeliveryRecord:
         self.document = document
         self._dirty = False
         self._saved_at = float("-inf")
+        self._written: tuple[object, ...] | None = None
 
     @classmethod
     def load(cls, target: Target, order_id: int) -> DeliveryRecord:
@@ -98,7 +99,8 @@ class DeliveryRecord:
         same order may have written meanwhile; skip if saved less than `at_most_every` s ago."""
         if not self._dirty or time.monotonic() - self._saved_at < at_most_every:
             return
-        stored = self._read()
+        # Read back (and merge) only what another run wrote since our last save.
+        stored = self._read() if self._stamp() != self._written else None
         if stored is not None:
             for key, theirs in stored.files.items():
                 ours = self.document.files.get(key)
@@ -106,5 +108,14 @@ class DeliveryRecord:
                     self.document.files[key] = theirs
         data = self.document.model_dump_json(indent=1).encode()
         write_small(self.target, self.path, data)
+        self._written = self._stamp()
         self._dirty = False
         self._saved_at = time.monotonic()
+
+    def _stamp(self) -> tuple[object, ...] | None:
+        """What tells one version of the stored record from another, cheaply."""
+        try:
+            info = self.target.fs.info(self.path)
+        except FileNotFoundError:
+            return None
+        return (info.get("size"), info.get("mtime"), info.get("ETag"), info.get("created"))

@@ -41,6 +41,9 @@ MD5_METADATA_KEY = "regards-md5"
 
 S3_PROTOCOLS = frozenset({"s3", "s3a"})
 
+#: Largest S3 multipart part we buffer (s3fs holds one part in memory; its default is 50 MiB).
+UPLOAD_PART_BYTES = 8 * 1024 * 1024
+
 #: A partial file (or pending upload) untouched this long belongs to a run that died.
 STALE_PARTIAL_SECONDS = 15 * 60.0
 
@@ -179,7 +182,7 @@ def write_verified(
     with _target_errors(path):
         if not direct:
             fs.makedirs(parent, exist_ok=True)
-        sink = fs.open(staging, "wb", **({"Metadata": {MD5_METADATA_KEY: md5}} if direct else {}))
+        sink = fs.open(staging, "wb", **(_upload_options(fs, md5, size) if direct else {}))
     try:
         with _target_errors(path):
             for chunk in chunks:
@@ -200,6 +203,15 @@ def write_verified(
         _abandon(target, sink, staging)
         raise
     return Written(path=path, size=written, md5=received)
+
+
+def _upload_options(fs: AbstractFileSystem, md5: str, size: int | None) -> dict[str, Any]:
+    """S3 upload options: the verified MD5 as metadata, and parts of at most 8 MiB (memory
+    holds one part) but enough of them for S3's 10,000-part limit."""
+    block = min(int(fs.default_block_size), UPLOAD_PART_BYTES)
+    if size is not None:
+        block = max(block, -(-size // 9_000))
+    return {"Metadata": {MD5_METADATA_KEY: md5}, "block_size": block}
 
 
 def _abandon(target: Target, sink: Any, staging: str) -> None:
