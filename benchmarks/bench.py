@@ -19,7 +19,7 @@ import signal
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -37,7 +37,7 @@ from benchmarks.workloads import (
 from regards_order.simulator import Simulator
 
 REPO = Path(__file__).resolve().parent.parent
-WORKLOADS = ("startup", "large", "small", "medium", "memory", "s3")
+WORKLOADS = ("startup", "large", "small", "medium", "memory", "s3", "dask")
 S3_BUCKET = "regards-bench"
 
 ToolRun = Callable[[Simulator, Path, int], Run]
@@ -72,6 +72,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add("--memory-large-mib", type=int, default=2048)
     add("--memory-reps", type=int, default=2, help="repetitions of the memory runs (default 2)")
     add("--s3-mib", type=int, default=256, help="size of the file sent to moto (default 256)")
+    add("--dask-files", type=int, default=200, help="files of the Dask workload (default 200)")
+    add("--dask-kib", type=int, default=256, help="size of each, KiB (default 256)")
+    add("--dask-workers", type=int, default=2, help="local Dask worker processes (default 2)")
     add("--out", type=Path, default=REPO / "benchmarks" / "results", help="results folder")
     add("--workdir", type=Path, default=None, help="parent of the scratch folder (default: TMPDIR)")
     add("--keep-work", action="store_true", help="keep the scratch folder (logs of every run)")
@@ -129,7 +132,14 @@ def alternate(
     return runs
 
 
-def pipeline_tool(harness: Harness, spec: OrderSpec, workload: str, concurrency: int) -> ToolRun:
+def pipeline_tool(
+    harness: Harness,
+    spec: OrderSpec,
+    workload: str,
+    concurrency: int,
+    extra_args: Sequence[str] = (),
+    tool: str = "pipeline",
+) -> ToolRun:
     """The pipeline into a local folder."""
 
     def run(simulator: Simulator, dest: Path, rep: int) -> Run:
@@ -137,10 +147,12 @@ def pipeline_tool(harness: Harness, spec: OrderSpec, workload: str, concurrency:
             simulator,
             spec,
             str(dest),
-            label=f"{workload}/pipeline-{rep}",
+            label=f"{workload}/pipeline-{_slug(' '.join(extra_args))}-{rep}",
             rep=rep,
             concurrency=concurrency,
             local=dest,
+            extra_args=extra_args,
+            tool=tool,
         )
 
     return run
@@ -288,6 +300,19 @@ def _spec(spec: OrderSpec) -> dict[str, Any]:
     return {"files": spec.count, "file_bytes": spec.size, "total_bytes": spec.total_bytes}
 
 
+def run_dask(harness: Harness, args: argparse.Namespace) -> dict[str, Any]:
+    """The same order through the thread pool ("pipeline") and through a local Dask cluster:
+    when does spreading the transfers over worker processes pay off?"""
+    spec = OrderSpec(order_id=8, count=args.dask_files, size=args.dask_kib * 1024)
+    dask = ["--task-runner", "dask", "--dask-workers", str(args.dask_workers)]
+    tools = {
+        "pipeline": pipeline_tool(harness, spec, "dask", 4),
+        "pipeline, dask": pipeline_tool(harness, spec, "dask", 4, dask, tool="pipeline, dask"),
+    }
+    runs = alternate(harness, "dask", spec, tools, args.reps)
+    return {"spec": _spec(spec) | {"concurrency": 4}, "runs": runs}
+
+
 RUNNERS: dict[str, Callable[[Harness, argparse.Namespace], dict[str, Any]]] = {
     "startup": run_startup,
     "large": run_large,
@@ -295,6 +320,7 @@ RUNNERS: dict[str, Callable[[Harness, argparse.Namespace], dict[str, Any]]] = {
     "medium": run_medium,
     "memory": run_memory,
     "s3": run_s3,
+    "dask": run_dask,
 }
 
 

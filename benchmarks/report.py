@@ -153,7 +153,7 @@ def build(measured: dict[str, Any], args: argparse.Namespace, *, elapsed: float)
     if "startup" in measured:
         workloads["startup"] = _workload(measured["startup"], None)
         startup = workloads["startup"]["tools"].get(PIPELINE)
-    for name in ("large", "small", "medium", "s3"):
+    for name in ("large", "small", "medium", "s3", "dask"):
         if name in measured:
             workloads[name] = _workload(measured[name], startup)
     if "memory" in measured:
@@ -452,6 +452,7 @@ def chart(results: dict[str, Any], path: Path) -> Path:
         ("small", "files/s", "files_s"),
         ("medium", "MiB/s", "mib_s"),
         ("s3", "MiB/s", "mib_s"),
+        ("dask", "MiB/s", "mib_s"),
     ):
         if name in workloads:
             tools = {t: s[key] for t, s in workloads[name]["tools"].items() if key in s}

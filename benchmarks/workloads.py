@@ -214,6 +214,7 @@ class Harness:
         local: Path | None,
         extra_args: Sequence[str] = (),
         extra_env: dict[str, str] | None = None,
+        tool: str = "pipeline",
     ) -> Run:
         """`regards-order download` as a user runs it, against the benchmark's Prefect API."""
         command = [str(self.venv_bin / "regards-order"), "download", str(spec.order_id)]
@@ -236,7 +237,7 @@ class Harness:
             elif local is not None and (found := _local_files(local)) != spec.count:
                 error = f"{found} files at the target, expected {spec.count}"
         return Run(
-            tool="pipeline",
+            tool=tool,
             rep=rep,
             wall_s=measured.wall_s,
             cpu_s=measured.cpu_s,

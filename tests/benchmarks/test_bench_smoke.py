@@ -29,6 +29,8 @@ TINY = [
     "--memory-small-mib=1",
     "--memory-large-mib=3",
     "--s3-mib=6",  # above s3fs's 5 MiB part size: a real multipart upload
+    "--dask-files=6",
+    "--dask-kib=4",
 ]
 
 COMPARISONS = {
@@ -36,6 +38,7 @@ COMPARISONS = {
     "small": {"aria2c"},
     "medium": {"curl|tee|md5sum", "aria2c"},
     "s3": {"s3fs upload"},
+    "dask": {"pipeline, dask"},
 }
 
 
@@ -58,7 +61,7 @@ def test_benchmark_writes_every_workload_ratio_and_goal(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr[-4000:]
     results = json.loads((out / "latest.json").read_text())
     workloads = results["workloads"]
-    assert set(workloads) == {"startup", "large", "small", "medium", "memory", "s3"}
+    assert set(workloads) == {"startup", "large", "small", "medium", "memory", "s3", "dask"}
 
     for name, baselines in COMPARISONS.items():
         workload = workloads[name]
