@@ -125,10 +125,6 @@ class InvalidFileRecord(RegardsOrderError):
     """The server's record of a file cannot be verified against (bad checksum, bad size)."""
 
 
-class UnsafePath(RegardsOrderError):
-    """A server filename that cannot be turned into a safe path under the target."""
-
-
 class TargetError(RegardsOrderError):
     """Writing to the target failed: permission denied, no space, missing bucket..."""
 
@@ -145,16 +141,8 @@ class SlotUnavailable(RegardsOrderError):
     retryable = True
 
 
-class OrderNotDeliverable(RegardsOrderError):
-    """The order itself cannot be delivered: expired, deleted, paused past the deadline..."""
-
-
 class Interrupted(RegardsOrderError):
     """The user asked the process to stop (SIGTERM, Ctrl-C)."""
-
-
-class DeadlineExceeded(RegardsOrderError):
-    """The overall deadline passed before every file was delivered."""
 
 
 #: HTTP status -> error class, for every answer the REGARDS API gives a meaning to.

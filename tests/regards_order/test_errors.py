@@ -15,7 +15,6 @@ from regards_order import errors
         (errors.AccessDenied, False),
         (errors.NotFound, False),
         (errors.FileInError, False),
-        (errors.UnsafePath, False),
         (errors.InvalidFileRecord, False),
         (errors.TargetError, False),
         (errors.NotReady, True),
