@@ -162,6 +162,7 @@ class SimState:
         self._passwords = {u.username: u.password for u in scenario.users}
         # token -> (username, monotonic expiry or None for long-lived tokens)
         self._clients: dict[int, set[str]] = {}
+        self._request_times: dict[int, list[float]] = {}
         self._tokens: dict[str, tuple[str, float | None]] = {
             t: (u.username, None) for u in scenario.users for t in u.tokens
         }
@@ -426,6 +427,7 @@ class SimState:
             if f is None:
                 raise ApiError(404, "File not found")
             f.counts["requests"] += 1
+            self._request_times.setdefault(f.spec.id, []).append(time.time())
             order = f.order
             if order.spec.owner != user:
                 raise ApiError(403, "File belongs to another user's order")
@@ -481,7 +483,11 @@ class SimState:
             files = {
                 str(i): zero
                 | f.counts
-                | {"state": f.state, "clients": sorted(self._clients.get(i, ()))}
+                | {
+                    "state": f.state,
+                    "clients": sorted(self._clients.get(i, ())),
+                    "requested_at": self._request_times.get(i, []),
+                }
                 for i, f in self._files.items()
             }
             orders = {

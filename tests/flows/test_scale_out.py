@@ -84,3 +84,41 @@ def test_without_a_limit_runs_are_not_capped(start_simulator: Start, tmp_path: P
     state, _ = run(1, tmp_path, connection_for(sim), options)
     assert state.is_completed()
     assert sim.stats()["max_concurrent_downloads"][USER] > 2
+
+
+def test_a_429_makes_every_transfer_of_the_user_wait(
+    start_simulator: Start, tmp_path: Path
+) -> None:
+    """A 429 in one run pauses the user's transfers in another run for its Retry-After."""
+    import threading
+    import time
+
+    throttled = {
+        "filename": "throttled.bin",
+        "size": 1000,
+        "faults": [{"kind": "status", "status": 429, "times": 1, "retry_after": 6}],
+    }
+    orders = [
+        {"id": 1, "owner": USER, "files": [throttled]},
+        {"id": 2, "owner": USER, "generate": [{"count": 3, "size": 1000}]},
+    ]
+    sim = start_simulator(scenario(orders))
+    connection = connection_for(sim)
+    options = FAST.model_copy(update={"user_transfer_limit": 4})
+    first: list[Any] = []
+    throttling = threading.Thread(
+        target=lambda: first.append(run(1, tmp_path / "1", connection, options))
+    )
+    throttling.start()
+    deadline = time.monotonic() + 60
+    while not sim.stats()["files"]["1"]["requested_at"]:  # wait for the 429 to be answered
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    answered = sim.stats()["files"]["1"]["requested_at"][0]
+    state, report = run(2, tmp_path / "2", connection, options)
+    throttling.join(timeout=120)
+    assert state.is_completed() and first[0][0].is_completed()
+    assert report.counts["downloaded"] == 3
+    started = [t for f in ("2", "3", "4") for t in sim.stats()["files"][f]["requested_at"]]
+    # The other run's files waited out the Retry-After the first run was told.
+    assert min(started) >= answered + 6 - 0.1
