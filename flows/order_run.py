@@ -208,10 +208,11 @@ class OrderRun:
         if self.ended:
             return False
         left = self.delivery.known - self.delivery.settled
-        if self.final and self.delivery.idle:
+        # Checked first: files cut short by the stop have settled (as failed) by now.
+        if stop_requested() and (undelivered := self.delivery.known - self.delivery.delivered):
+            self._end(f"interrupted with {undelivered} files not delivered")
+        elif self.final and self.delivery.idle:
             self.ended = True
-        elif stop_requested():
-            self._end(f"interrupted with {left} files left")
         elif time.monotonic() >= self.deadline:
             last = f" (last error: {self.last_error})" if self.last_error else ""
             timeout = self.options.timeout or 0

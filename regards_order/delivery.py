@@ -121,6 +121,11 @@ class Delivery:
         """Files whose outcome is known."""
         return len(self._outcomes)
 
+    @property
+    def delivered(self) -> int:
+        """Files at the target and verified (downloaded or skipped)."""
+        return sum(1 for o in self._outcomes.values() if o.outcome is not Outcome.FAILED)
+
     def location(self, file: OrderFile) -> str:
         """Where `file` is (or would be) at the target, as the user knows it."""
         target = self.record.target
