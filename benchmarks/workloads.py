@@ -139,6 +139,23 @@ def _own_cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def _record(tool: str, rep: int, measured: Measured, load: Load, error: str) -> Run:
+    """The Run of one measured command (ok when no error was found)."""
+    return Run(
+        tool=tool,
+        rep=rep,
+        wall_s=measured.wall_s,
+        cpu_s=measured.cpu_s,
+        max_rss_mb=measured.max_rss_mb,
+        ok=not error,
+        error=error,
+        api_cpu_s=load.api_cpu_s,
+        simulator_cpu_s=load.simulator_cpu_s,
+        other_cpu_s=load.other_cpu_s,
+        window_s=load.window_s,
+    )
+
+
 def _tail(text: str, lines: int = 6) -> str:
     return "\n".join(text.strip().splitlines()[-lines:])
 
@@ -236,19 +253,7 @@ class Harness:
                 error = f"report counts {counts}, expected {spec.count} downloaded"
             elif local is not None and (found := _local_files(local)) != spec.count:
                 error = f"{found} files at the target, expected {spec.count}"
-        return Run(
-            tool=tool,
-            rep=rep,
-            wall_s=measured.wall_s,
-            cpu_s=measured.cpu_s,
-            max_rss_mb=measured.max_rss_mb,
-            ok=not error,
-            error=error,
-            api_cpu_s=load.api_cpu_s,
-            simulator_cpu_s=load.simulator_cpu_s,
-            other_cpu_s=load.other_cpu_s,
-            window_s=load.window_s,
-        )
+        return _record(tool, rep, measured, load, error)
 
     # -- baselines ------------------------------------------------------------------------
 
@@ -332,19 +337,7 @@ class Harness:
             error = f"exit {measured.returncode}: {_tail(measured.stderr)}"
         elif dest is not None and (found := _local_files(dest)) != expected:
             error = f"{found} files at the destination, expected {expected}"
-        return Run(
-            tool=tool,
-            rep=rep,
-            wall_s=measured.wall_s,
-            cpu_s=measured.cpu_s,
-            max_rss_mb=measured.max_rss_mb,
-            ok=not error,
-            error=error,
-            api_cpu_s=load.api_cpu_s,
-            simulator_cpu_s=load.simulator_cpu_s,
-            other_cpu_s=load.other_cpu_s,
-            window_s=load.window_s,
-        )
+        return _record(tool, rep, measured, load, error)
 
 
 def clean(path: Path) -> None:

@@ -60,13 +60,13 @@ class OrderRun:
         user_limit: str | None,
         logger: logging.Logger | logging.LoggerAdapter[logging.Logger],
     ) -> None:
-        self.order_id, self.target, self.connection = order_id, target, connection
-        self.options, self.delivery, self.user_limit, self.logger = (
-            options,
-            delivery,
-            user_limit,
-            logger,
-        )
+        self.order_id = order_id
+        self.target = target
+        self.connection = connection
+        self.options = options
+        self.delivery = delivery
+        self.user_limit = user_limit
+        self.logger = logger
         self.transfer = transfer_file.with_options(
             retries=options.retries,
             retry_delay_seconds=[options.retry_delay * 2**i for i in range(options.retries)],
@@ -97,7 +97,11 @@ class OrderRun:
         try:
             order = poll_order(self.connection, self.order_id)
             gone = order.status.files_gone
-            listed = [] if gone else list_available_files(*self._listing_arguments())
+            listed = []
+            if not gone:
+                listed = list_available_files(
+                    self.connection, self.order_id, self.options.page_size
+                )
         except RegardsOrderError as error:
             self.poll_errors += 1
             if not error.retryable or self.poll_errors >= self.options.max_poll_errors:
@@ -116,9 +120,6 @@ class OrderRun:
         self._save_record()  # before any transfer starts
         self._note(order, new=len(new))
         self.next_look = now + (self.pace.reset() if new else self.pace.next())
-
-    def _listing_arguments(self) -> tuple[Connection, int, int]:
-        return self.connection, self.order_id, self.options.page_size
 
     # -- transfers --------------------------------------------------------------------------
 

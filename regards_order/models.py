@@ -138,7 +138,7 @@ class OrderPage(BaseModel):
 
 def parse_order_page(body: object, *, requested_page: int) -> OrderPage:
     """An `OrderPage` from `GET /rs-order/user/orders` (a Spring page of wrapped orders)."""
-    items, metadata = _spring_page(body, "order listing")
+    _, items, metadata = _spring_page(body, "order listing")
     orders = tuple(parse_order(item) for item in items)
     try:
         total_pages = _opt_int(metadata.get("totalPages"))
@@ -204,8 +204,7 @@ def parse_page(body: object, *, requested_page: int) -> FilePage:
     """A `FilePage` from the listing's answer; `None` (a 204) is an empty last page."""
     if body is None:
         return FilePage(files=(), number=requested_page, total_pages=0, has_next=False)
-    items, metadata = _spring_page(body, "file listing")
-    document = _as_mapping(body, "file listing")
+    document, items, metadata = _spring_page(body, "file listing")
     files = tuple(parse_file(item) for item in items)
     try:
         total_pages = _opt_int(metadata.get("totalPages"))
@@ -236,14 +235,14 @@ def parse_page(body: object, *, requested_page: int) -> FilePage:
     )
 
 
-def _spring_page(body: object, what: str) -> tuple[list[Any], Mapping[str, Any]]:
-    """The items and the metadata (empty when absent) of a Spring page."""
+def _spring_page(body: object, what: str) -> tuple[Mapping[str, Any], list[Any], Mapping[str, Any]]:
+    """A Spring page: the document, its items and its metadata (empty when absent)."""
     document = _as_mapping(body, what)
     items = document.get("content", [])
     if not isinstance(items, list):
         raise MalformedResponse(f"the {what}'s content is not a list")
     metadata = document.get("metadata")
-    return items, metadata if isinstance(metadata, Mapping) else {}
+    return document, items, metadata if isinstance(metadata, Mapping) else {}
 
 
 def _as_mapping(value: object, what: str) -> Mapping[str, Any]:
