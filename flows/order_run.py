@@ -10,7 +10,8 @@ import queue
 import time
 from typing import Any
 
-from prefect.futures import PrefectFuture
+from prefect.context import FlowRunContext
+from prefect.futures import PrefectConcurrentFuture, PrefectFuture
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 from regards_order.delivery import Delivery
@@ -44,7 +45,30 @@ def transfer_runner(options: DownloadOptions) -> TaskRunner[Any]:
         return DaskTaskRunner(
             cluster_kwargs={"n_workers": options.dask_workers, "threads_per_worker": 2}
         )
-    return ThreadPoolTaskRunner(max_workers=options.concurrency)
+    return TransferThreadPool(max_workers=options.concurrency)
+
+
+class TransferThreadPool(ThreadPoolTaskRunner[Any]):
+    """Prefect's thread pool, forgetting each task run once it ends.
+
+    The stock runner keeps a cancel event (an Event, its Condition and lock) for every task
+    run it was ever given, until the flow ends: over an order of tens of thousands of files
+    that is memory growing per file. Cancelling only concerns runs still in flight.
+    """
+
+    def submit(self, *args: Any, **kwargs: Any) -> Any:
+        future = super().submit(*args, **kwargs)
+        if isinstance(future, PrefectConcurrentFuture):
+            future.add_done_callback(self._forget)
+        return future
+
+    def _forget(self, future: PrefectFuture[Any]) -> None:
+        self._cancel_events.pop(future.task_run_id, None)
+
+    def cancel_all(self) -> None:
+        # Iterate over a copy: transfers ending meanwhile remove their events.
+        self._cancel_events = dict(self._cancel_events)
+        super().cancel_all()
 
 
 class OrderRun:
@@ -157,6 +181,7 @@ class OrderRun:
                 future = self.finished.get_nowait()
             except queue.Empty:
                 future = None
+        _forget_task_results()
         self._save_record(at_most_every=RECORD_SAVE_INTERVAL)
         if self.delivery.idle:
             self.next_look = 0.0  # the server may release the next suborder now: look again
@@ -254,3 +279,16 @@ class OrderRun:
         if not any(topic in known for known in self.warnings):
             self.warnings.append(warning)
             self.logger.warning(warning)
+
+
+def _forget_task_results() -> None:
+    """Drop Prefect's map from task results to their states for this flow run.
+
+    Prefect keeps it to draw an edge when one task's result is passed to another; this flow
+    never does that (transfers take files from the listing's pages, not the page objects), and
+    the map holds a State and a weak reference for every result and for each of its fields, for
+    the whole run: memory growing per file.
+    """
+    context = FlowRunContext.get()
+    if context is not None:
+        context.run_results.clear()
