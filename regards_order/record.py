@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import time
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from regards_order.errors import TargetError
 from regards_order.models import OrderFile
@@ -39,6 +39,10 @@ class RecordDocument(BaseModel):
     version: int = 1
     order_id: int
     files: dict[str, RecordEntry] = {}
+
+
+#: Serializes a record straight to bytes: no str copy of a document that holds every file.
+_DOCUMENT_JSON = TypeAdapter(RecordDocument)
 
 
 class DeliveryRecord:
@@ -106,7 +110,7 @@ class DeliveryRecord:
                 ours = self.document.files.get(key)
                 if ours is None or (ours.outcome is None and theirs.outcome is not None):
                     self.document.files[key] = theirs
-        data = self.document.model_dump_json(indent=1).encode()
+        data = _DOCUMENT_JSON.dump_json(self.document, indent=1)
         write_small(self.target, self.path, data)
         self._written = self._stamp()
         self._dirty = False
