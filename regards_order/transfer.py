@@ -11,7 +11,9 @@ from __future__ import annotations
 import contextlib
 import errno
 import hashlib
+import queue
 import secrets
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -32,6 +34,14 @@ from regards_order.stopping import check_stop
 
 #: Bytes read at a time when hashing a file already at the target.
 READ_CHUNK = 1024 * 1024
+
+#: Files at least this large are hashed on a helper thread, beside the receiving and the
+#: writing of the next bytes: MD5 (~680 MB/s on one core here) is the slowest step of a large
+#: transfer, and hashlib lets other threads run while it hashes.
+BACKGROUND_HASH_BYTES = 32 * 1024 * 1024
+
+#: Chunks the helper thread may lag behind the writer (64 KiB each from httpx).
+BACKGROUND_HASH_QUEUE = 16
 
 #: Marks temporary files, so that they are recognisable (and ignorable) by anyone.
 PARTIAL_SUFFIX = ".regards-partial"
@@ -177,12 +187,12 @@ def write_verified(
     direct = target.writes_objects
     parent, _, name = path.rpartition("/")
     staging = path if direct else f"{parent}/.{name}.{secrets.token_hex(4)}{PARTIAL_SUFFIX}"
-    digest = hashlib.md5(usedforsecurity=False)
     written = 0
     with _target_errors(path):
         if not direct:
             fs.makedirs(parent, exist_ok=True)
         sink = fs.open(staging, "wb", **(_upload_options(fs, md5, size) if direct else {}))
+    digest = StreamMd5(background=size is not None and size >= BACKGROUND_HASH_BYTES)
     try:
         with _target_errors(path):
             for chunk in chunks:
@@ -202,7 +212,51 @@ def write_verified(
     except BaseException:
         _abandon(target, sink, staging)
         raise
+    finally:
+        digest.close()
     return Written(path=path, size=written, md5=received)
+
+
+class StreamMd5:
+    """The MD5 of a stream of chunks, in their order: computed inline, or on a helper thread
+    (`background`) that hashes each chunk while the caller writes it and receives the next.
+
+    Every chunk is still hashed once, from the buffer that is written: one pass over the bytes.
+    The helper lags at most BACKGROUND_HASH_QUEUE chunks behind, so memory stays bounded.
+    """
+
+    def __init__(self, *, background: bool) -> None:
+        self._digest = hashlib.md5(usedforsecurity=False)
+        self._chunks: queue.Queue[bytes | None] | None = None
+        self._helper: threading.Thread | None = None
+        if background:
+            self._chunks = queue.Queue(maxsize=BACKGROUND_HASH_QUEUE)
+            self._helper = threading.Thread(target=self._hash_queued, name="md5", daemon=True)
+            self._helper.start()
+
+    def _hash_queued(self) -> None:
+        assert self._chunks is not None
+        while (chunk := self._chunks.get()) is not None:
+            self._digest.update(chunk)
+
+    def update(self, chunk: bytes) -> None:
+        """Hash `chunk` after every chunk given before it."""
+        if self._chunks is None:
+            self._digest.update(chunk)
+        else:
+            self._chunks.put(bytes(chunk))  # a copy only if the caller's buffer is mutable
+
+    def hexdigest(self) -> str:
+        """The MD5 of every chunk given, once all of them are hashed."""
+        self.close()
+        return self._digest.hexdigest()
+
+    def close(self) -> None:
+        """Let the helper thread hash what is queued and end (nothing to do if inline)."""
+        if self._helper is not None and self._chunks is not None:
+            self._chunks.put(None)
+            self._helper.join()
+            self._helper = None
 
 
 def _upload_options(fs: AbstractFileSystem, md5: str, size: int | None) -> dict[str, Any]:

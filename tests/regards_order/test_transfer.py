@@ -11,7 +11,9 @@ import pytest
 
 from regards_order.errors import ChecksumMismatch, SizeMismatch, TargetError, TruncatedBody
 from regards_order.transfer import (
+    BACKGROUND_HASH_BYTES,
     PARTIAL_SUFFIX,
+    StreamMd5,
     Target,
     is_verified,
     open_target,
@@ -77,6 +79,39 @@ def test_broken_stream_removes_the_partial_and_keeps_the_old_file(target: Target
         write_verified(target, path, broken(), md5=MD5, size=len(DATA))
     assert target.fs.cat_file(path) == b"previous"
     assert _leftovers(target) == []
+
+
+# Large enough for the MD5 to be computed on a helper thread.
+BIG = os.urandom(BACKGROUND_HASH_BYTES + 65_537)
+BIG_MD5 = hashlib.md5(BIG).hexdigest()
+
+
+def test_a_large_file_hashed_beside_the_write_is_committed_when_it_matches(
+    target: Target,
+) -> None:
+    path = target.path("big.bin")
+    written = write_verified(target, path, _chunks(BIG, 65_536), md5=BIG_MD5, size=len(BIG))
+    assert written.md5 == BIG_MD5
+    assert hashlib.md5(target.fs.cat_file(path)).hexdigest() == BIG_MD5
+    assert _leftovers(target) == []
+
+
+def test_a_large_corrupt_file_hashed_beside_the_write_leaves_nothing(target: Target) -> None:
+    path = target.path("big.bin")
+    corrupt = BIG[:1000] + bytes([BIG[1000] ^ 1]) + BIG[1001:]
+    with pytest.raises(ChecksumMismatch):
+        write_verified(target, path, _chunks(corrupt, 65_536), md5=BIG_MD5, size=len(BIG))
+    assert not target.fs.exists(path)
+    assert _leftovers(target) == []
+
+
+@pytest.mark.parametrize("background", [False, True])
+def test_stream_md5_hashes_chunks_in_their_order(background: bool) -> None:
+    digest = StreamMd5(background=background)
+    for chunk in _chunks(DATA, 4096):
+        digest.update(chunk)
+    assert digest.hexdigest() == MD5
+    digest.close()  # a second close is harmless
 
 
 def test_is_verified_checks_size_and_content(target: Target) -> None:
