@@ -423,7 +423,7 @@ def _stop_on_signals() -> list[int]:
 
 def _emit(report: Any, as_json: bool) -> None:
     if as_json:
-        click.echo(json.dumps(report.model_dump(mode="json"), indent=2))
+        click.echo(json.dumps(report.model_dump(mode="json", by_alias=True), indent=2))
 
 
 @cli.command()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from pydantic import BaseModel, ConfigDict, computed_field
+from pydantic import BaseModel, ConfigDict, Field, computed_field
 
 from regards_order.errors import RegardsOrderError
 from regards_order.models import OrderFile, printable
@@ -25,7 +25,8 @@ class FileOutcome(BaseModel):
 
     key: str
     id: int | None
-    product_id: str | None
+    # Named as REGARDS names it in the JSON report (`--json`): dump with by_alias=True.
+    product_id: str | None = Field(serialization_alias="productId")
     filename: str
     target: str
     size: int | None

@@ -100,7 +100,7 @@ def test_download_with_json_report_and_embedded_prefect(
     for entry in report["files"]:
         assert set(entry) >= {
             "id",
-            "product_id",
+            "productId",
             "filename",
             "target",
             "size",
@@ -110,6 +110,7 @@ def test_download_with_json_report_and_embedded_prefect(
             "error",
         }
         assert entry["outcome"] == "downloaded" and entry["attempts"] == 1
+        assert entry["productId"] and entry["productId"].startswith("URN:AIP:")
         assert entry["md5"] == content_md5(9, entry["id"], 40_000)
         written = Path(entry["target"])
         assert written.parent == target
