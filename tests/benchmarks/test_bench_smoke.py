@@ -86,7 +86,14 @@ def test_benchmark_writes_every_workload_ratio_and_goal(tmp_path: Path) -> None:
     assert workloads["startup"]["tools"]["pipeline"]["runs_ok"] == 1
 
     assert len(results["goals"]) == 7
-    assert all(goal["met"] in (True, False) for goal in results["goals"])
+    for goal in results["goals"]:
+        if goal["goal"] == "large_vs_curl_speed_net" and goal["value"] is None:
+            # At smoke sizes the large run may take less than the start-up run's median: there
+            # is then no net transfer time to compare, and the goal says n/a.
+            net = workloads["large"]["tools"]["pipeline"]["net_of_startup_wall_s"]
+            assert net <= 0 and goal["met"] is None
+        else:
+            assert goal["met"] in (True, False), goal
     assert results["machine"]["nproc"]
     assert (out / "latest.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "pipe/tool wall" in (out / "latest.txt").read_text()
