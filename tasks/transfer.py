@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from prefect import Task, task
+from prefect import Task, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import State, TaskRun
+from prefect.context import TaskRunContext
 from prefect.runtime import task_run
 
 from regards_order.client import shared_client
@@ -59,6 +60,8 @@ def transfer_file(
             )
     except RegardsOrderError as error:
         error.attempts = attempt
+        if is_retryable(error):
+            _say_retrying(name, error, attempt)
         if error.retryable and error.retry_after:
             # Honour the server's Retry-After before Prefect schedules the next attempt, and
             # make every other transfer of the user wait as long when they share a limit.
@@ -67,3 +70,14 @@ def transfer_file(
                 quiet_everyone(user_limit, wait)
             pause(wait)
         raise
+
+
+def _say_retrying(name: str, error: RegardsOrderError, attempt: int) -> None:
+    """A warning for each attempt that will be tried again (Prefect's own line is INFO, which
+    the command line keeps quiet), so that a struggling transfer shows while it struggles."""
+    context = TaskRunContext.get()
+    retries = context.task.retries if context is not None else 0
+    if attempt <= retries:
+        get_run_logger().warning(
+            "%s: attempt %d of %d failed (%s); trying again", name, attempt, retries + 1, error
+        )

@@ -136,6 +136,10 @@ def test_failed_file_exits_1_with_report(
     assert outcomes["rotten.bin"]["outcome"] == "failed"
     assert outcomes["rotten.bin"]["attempts"] == 3
     assert "MD5" in outcomes["rotten.bin"]["error"]
+    # Each attempt that is tried again is said as it happens; the last one is in the report.
+    assert "rotten.bin: attempt 1 of 3 failed (MD5" in result.stderr
+    assert "rotten.bin: attempt 2 of 3 failed (MD5" in result.stderr
+    assert "attempt 3 of 3" not in result.stderr
     assert report["ok"] is False
     assert last_line(result.stderr).startswith("regards-order: order 3 not delivered: 1 of 3")
     assert not (tmp_path / "rotten.bin").exists()
