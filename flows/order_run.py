@@ -151,7 +151,7 @@ class OrderRun:
         """Start queued files, up to `concurrency` in flight."""
         delivery = self.delivery
         while delivery.in_flight < self.options.concurrency and (taken := delivery.take()):
-            file, name = taken
+            file, name, refetch = taken
             parameters = {
                 "connection": self.connection,
                 "file": file,
@@ -159,6 +159,7 @@ class OrderRun:
                 "target": self.target,
                 "storage_options": self.options.storage_options,
                 "user_limit": self.user_limit,
+                "refetch": refetch,
             }
             future = runner.submit(self.transfer, parameters)
             self.running[future] = file.key

@@ -21,9 +21,16 @@ from regards_order.transfer import Target, is_verified, write_verified
 
 
 def fetch_file(
-    client: RegardsClient, target: Target, file: OrderFile, name: str, *, attempts: int = 1
+    client: RegardsClient,
+    target: Target,
+    file: OrderFile,
+    name: str,
+    *,
+    attempts: int = 1,
+    refetch: bool = False,
 ) -> FileOutcome:
-    """Deliver one file under `name`: skipped if already there and verified, else downloaded.
+    """Deliver one file under `name`: skipped if already there and verified, else downloaded;
+    always downloaded with `refetch` (the server is waiting for it to be downloaded).
 
     Raises a RegardsOrderError when the file cannot be delivered this time.
     """
@@ -34,7 +41,7 @@ def fetch_file(
     assert file.checksum is not None
     path = target.path(name)
     location = target.url(path)
-    if is_verified(target, path, file.checksum, file.size):
+    if not refetch and is_verified(target, path, file.checksum, file.size):
         return FileOutcome.for_file(
             file, target=location, outcome=Outcome.SKIPPED, attempts=attempts, md5=file.checksum
         )
@@ -65,12 +72,22 @@ class Delivery:
         self._queue: deque[str] = deque(entries)
         self._in_flight: set[str] = set()
         self._outcomes: dict[str, FileOutcome] = {}
+        self._refetch: set[str] = set()
 
     def discover(self, files: Iterable[OrderFile]) -> list[OrderFile]:
-        """Take in a listing; return the files never seen before (now queued)."""
+        """Take in a listing; return the files never seen before (now queued).
+
+        A file skipped as already at the target that the server still lists is queued again,
+        to be downloaded: the server keeps its suborder waiting until it is, and a waiting
+        suborder counts against the user's two, across all of their orders (a fresh copy of
+        an order, a lost record, files put there by hand would otherwise stall the order).
+        """
         new = []
         for file in files:
             if file.key in self._files:
+                if self._was_skipped(file.key):
+                    self._refetch.add(file.key)
+                    self._queue.append(file.key)
                 continue
             self._files[file.key] = file
             self.record.remember(file, self._names.name_for(file))
@@ -78,13 +95,23 @@ class Delivery:
             new.append(file)
         return new
 
-    def take(self) -> tuple[OrderFile, str] | None:
-        """The next queued file and its name under the target, now counted as in flight."""
+    def _was_skipped(self, key: str) -> bool:
+        """Settled as already at the target (its outcome is then forgotten: it is queued)."""
+        outcome = self._outcomes.get(key)
+        if outcome is None or outcome.outcome is not Outcome.SKIPPED:
+            return False
+        del self._outcomes[key]
+        return True
+
+    def take(self) -> tuple[OrderFile, str, bool] | None:
+        """The next queued file, its name under the target and whether it must be downloaded
+        even if already there; it now counts as in flight."""
         if not self._queue:
             return None
         key = self._queue.popleft()
         self._in_flight.add(key)
-        return self._files[key], self._names.name_for(self._files[key])
+        file = self._files[key]
+        return file, self._names.name_for(file), key in self._refetch
 
     def settle(self, outcome: FileOutcome) -> None:
         """Record how a file in flight ended."""

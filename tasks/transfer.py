@@ -46,8 +46,10 @@ def transfer_file(
     target: str,
     storage_options: dict[str, Any],
     user_limit: str | None = None,
+    refetch: bool = False,
 ) -> FileOutcome:
-    """Stream one file to the target, verify its MD5 and commit it; skip it if already there."""
+    """Stream one file to the target, verify its MD5 and commit it; skip it if already there,
+    unless `refetch` (the server still lists it: it waits for it to be downloaded)."""
     attempt = task_run.run_count
     try:
         with user_slot(user_limit):
@@ -57,6 +59,7 @@ def transfer_file(
                 file,
                 name,
                 attempts=attempt,
+                refetch=refetch,
             )
     except RegardsOrderError as error:
         error.attempts = attempt

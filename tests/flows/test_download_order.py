@@ -324,6 +324,28 @@ def test_second_run_downloads_nothing(start_simulator: Start, target: DeliveryTa
     assert [f.target for f in second.files] == [f.target for f in first.files]
 
 
+def test_an_order_listed_afresh_is_downloaded_though_its_files_are_there(
+    start_simulator: Start, tmp_path: Path
+) -> None:
+    # A server that lists the order's files again (here: a fresh simulator of the same order)
+    # keeps each suborder waiting until its files are downloaded: files already at the target
+    # must be fetched all the same, or the order stalls at its third suborder.
+    orders = scenario([generated(1, 12, 5_000)], suborder_max_files=2, restore_seconds=0.05)
+    state, _ = run(1, tmp_path, connection_for(start_simulator(orders)))
+    assert state.is_completed(), state.message
+    again = start_simulator(orders)
+    options = FAST.model_copy(update={"timeout": 60.0})
+    state, report = run(1, tmp_path, connection_for(again), options)
+    assert state.is_completed(), state.message
+    stats = again.stats()
+    assert stats["orders"]["1"]["status"] == "DONE"
+    assert stats["orders"]["1"]["suborders"] == ["DONE"] * 6
+    assert stats["downloads_completed"] == 12
+    assert report.counts == {"downloaded": 12, "skipped": 0, "failed": 0}
+    for entry in report.files:
+        assert md5_file(Path(entry.target)) == entry.md5
+
+
 def test_file_damaged_at_target_is_fetched_again(
     start_simulator: Start, target: DeliveryTarget
 ) -> None:
