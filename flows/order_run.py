@@ -244,7 +244,8 @@ class OrderRun:
             last = f" (last error: {self.last_error})" if self.last_error else ""
             timeout = self.options.timeout or 0
             self._end(
-                f"the deadline of {timeout:g} s passed with {left} known files not delivered{last}"
+                f"the deadline of {timeout:g} s passed with order {self.order_id} {self.status} "
+                f"and {left} known files not delivered{last}"
             )
         return not self.ended
 

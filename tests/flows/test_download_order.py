@@ -383,7 +383,7 @@ def test_deadline_stops_a_paused_order(start_simulator: Start, tmp_path: Path) -
     options = FAST.model_copy(update={"timeout": 0.5})
     state, report = run(1, tmp_path, connection_for(sim), options)
     assert state.is_failed()
-    assert "deadline of 0.5 s passed" in state.message
+    assert "deadline of 0.5 s passed with order 1 PAUSED" in state.message
     assert report.status == "PAUSED"
     assert any("paused" in w for w in report.warnings)
 
