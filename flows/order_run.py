@@ -151,18 +151,18 @@ class OrderRun:
         """Start queued files, up to `concurrency` in flight."""
         delivery = self.delivery
         while delivery.in_flight < self.options.concurrency and (taken := delivery.take()):
-            file, name, refetch = taken
             parameters = {
                 "connection": self.connection,
-                "file": file,
-                "name": name,
+                "file": taken.file,
+                "name": taken.name,
                 "target": self.target,
                 "storage_options": self.options.storage_options,
                 "user_limit": self.user_limit,
-                "refetch": refetch,
+                "refetch": taken.refetch,
+                "listed": taken.listed,
             }
             future = runner.submit(self.transfer, parameters)
-            self.running[future] = file.key
+            self.running[future] = taken.file.key
             future.add_done_callback(self.finished.put)
 
     async def settle(self, wait: float | None) -> int:

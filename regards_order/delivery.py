@@ -7,11 +7,13 @@ twice is transferred once.
 
 from __future__ import annotations
 
+import contextlib
 from collections import deque
 from collections.abc import Iterable
+from typing import NamedTuple
 
 from regards_order.client import RegardsClient
-from regards_order.errors import InvalidFileRecord
+from regards_order.errors import InvalidFileRecord, RegardsOrderError
 from regards_order.models import OrderFile
 from regards_order.paths import NamePlanner
 from regards_order.record import DeliveryRecord
@@ -28,15 +30,22 @@ def fetch_file(
     *,
     attempts: int = 1,
     refetch: bool = False,
+    listed: bool = False,
 ) -> FileOutcome:
     """Deliver one file under `name`: skipped if already there and verified, else downloaded;
-    always downloaded with `refetch` (the server is waiting for it to be downloaded).
+    always downloaded with `refetch` (skipped before, the server still waits for it).
+
+    A file whose record cannot be verified against is never delivered. If the server `listed`
+    it in this run, its body is still read to the end and discarded: the server keeps the
+    file's suborder, and the user's next ones, waiting until it is downloaded.
 
     Raises a RegardsOrderError when the file cannot be delivered this time.
     """
     check_stop()
     problem = file.verification_problem()
     if problem is not None:
+        if listed:
+            _read_and_discard(client, file)
         raise InvalidFileRecord(problem)
     assert file.checksum is not None
     path = target.path(name)
@@ -60,6 +69,23 @@ def fetch_file(
     )
 
 
+def _read_and_discard(client: RegardsClient, file: OrderFile) -> None:
+    """Download `file` without keeping a byte, so that the server counts it as downloaded;
+    best effort: the file has failed whatever happens here."""
+    with contextlib.suppress(RegardsOrderError), client.open_file(file) as download:
+        for _ in download.chunks():
+            check_stop()
+
+
+class Transfer(NamedTuple):
+    """A file to transfer, as Delivery.take gives it."""
+
+    file: OrderFile
+    name: str  # under the target
+    refetch: bool  # skipped earlier, yet the server still lists it: download it even if there
+    listed: bool  # the server listed it in this run: it waits for the file to be downloaded
+
+
 class Delivery:
     """What is known of one order's files during one run."""
 
@@ -73,6 +99,7 @@ class Delivery:
         self._in_flight: set[str] = set()
         self._outcomes: dict[str, FileOutcome] = {}
         self._refetch: set[str] = set()
+        self._listed: set[str] = set()
 
     def discover(self, files: Iterable[OrderFile]) -> list[OrderFile]:
         """Take in a listing; return the files never seen before (now queued).
@@ -84,6 +111,7 @@ class Delivery:
         """
         new = []
         for file in files:
+            self._listed.add(file.key)
             if file.key in self._files:
                 if self._was_skipped(file.key):
                     self._refetch.add(file.key)
@@ -103,15 +131,14 @@ class Delivery:
         del self._outcomes[key]
         return True
 
-    def take(self) -> tuple[OrderFile, str, bool] | None:
-        """The next queued file, its name under the target and whether it must be downloaded
-        even if already there; it now counts as in flight."""
+    def take(self) -> Transfer | None:
+        """The next queued file, now counted as in flight."""
         if not self._queue:
             return None
         key = self._queue.popleft()
         self._in_flight.add(key)
         file = self._files[key]
-        return file, self._names.name_for(file), key in self._refetch
+        return Transfer(file, self._names.name_for(file), key in self._refetch, key in self._listed)
 
     def settle(self, outcome: FileOutcome) -> None:
         """Record how a file in flight ended."""

@@ -47,9 +47,10 @@ def transfer_file(
     storage_options: dict[str, Any],
     user_limit: str | None = None,
     refetch: bool = False,
+    listed: bool = False,
 ) -> FileOutcome:
     """Stream one file to the target, verify its MD5 and commit it; skip it if already there,
-    unless `refetch` (the server still lists it: it waits for it to be downloaded)."""
+    unless `refetch`. `listed`: the server listed it in this run (see fetch_file)."""
     attempt = task_run.run_count
     try:
         with user_slot(user_limit):
@@ -60,6 +61,7 @@ def transfer_file(
                 name,
                 attempts=attempt,
                 refetch=refetch,
+                listed=listed,
             )
     except RegardsOrderError as error:
         error.attempts = attempt

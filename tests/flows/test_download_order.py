@@ -218,7 +218,33 @@ def test_permanent_file_errors_are_not_retried(start_simulator: Start, tmp_path:
     errors = {f.filename: f.error or "" for f in report.files}
     assert "404" in errors["gone.bin"] and "403" in errors["mine-not.bin"]
     assert "422" in errors["broken.bin"] and "not an MD5" in errors["liar.bin"]
-    assert sim.stats()["files"]["4"]["requests"] == 0  # never fetched what cannot be verified
+    # What cannot be verified is never delivered, but read to its end and discarded: the
+    # server would otherwise keep its suborder waiting.
+    liar = sim.stats()["files"]["4"]
+    assert liar["requests"] == 1 and liar["completed"] == 1
+    assert not (tmp_path / "liar.bin").exists()
+
+
+def test_a_file_that_cannot_be_verified_does_not_stall_the_order(
+    start_simulator: Start, tmp_path: Path
+) -> None:
+    # One such file in each of the first two suborders: were they left waiting, the user's
+    # two suborders would be taken for good and the third would never start.
+    files = [
+        {"filename": "liar-a.bin", "size": 10, "checksum": "not-an-md5"},
+        {"filename": "good-a.bin", "size": 10},
+        {"filename": "liar-b.bin", "size": 10, "checksum": "not-an-md5"},
+        {"filename": "good-b.bin", "size": 10},
+    ]
+    order = {"id": 1, "owner": USER, "files": files, "generate": [{"count": 6, "size": 1_000}]}
+    sim = start_simulator(scenario([order], suborder_max_files=2, restore_seconds=0.05))
+    options = FAST.model_copy(update={"timeout": 60.0})
+    state, report = run(1, tmp_path, connection_for(sim), options)
+    assert state.is_failed()
+    assert report.counts == {"downloaded": 8, "skipped": 0, "failed": 2}
+    assert not any("deadline" in problem for problem in report.problems), report.problems
+    assert sim.stats()["orders"]["1"]["suborders"] == ["DONE"] * 5
+    assert not (tmp_path / "liar-a.bin").exists() and not (tmp_path / "liar-b.bin").exists()
 
 
 def test_malicious_names_stay_inside_the_target(

@@ -73,7 +73,9 @@ def test_bad_sizes(start_simulator: Start, tmp_path: Path) -> None:
     assert state.is_failed()
     outcomes = {f.filename: f for f in report.files}
     assert "negative size (-5)" in (outcomes["negative.bin"].error or "")
-    assert sim.stats()["files"]["1"]["requests"] == 0  # refused before any download
+    # Refused, yet read to its end and discarded, for the server to release its suborder.
+    negative = sim.stats()["files"]["1"]
+    assert negative["requests"] == 1 and negative["completed"] == 1
     # No size announced: verified by the MD5 (and the Content-Length) alone.
     assert outcomes["unsized.bin"].outcome is Outcome.DOWNLOADED
     assert outcomes["unsized.bin"].md5 == content_md5(1, 2, 100)
