@@ -83,7 +83,8 @@ class Connection(BaseModel):
     @field_validator("host")
     @classmethod
     def _check_host(cls, value: str) -> str:
-        value = value.strip().rstrip("/")
+        # The API's own base URL, as users often copy it, names the same server.
+        value = value.strip().rstrip("/").removesuffix("/api/v1").rstrip("/")
         parts = urlsplit(value)
         if parts.scheme not in ("http", "https") or not parts.netloc:
             raise ValueError(

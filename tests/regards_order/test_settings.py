@@ -77,6 +77,18 @@ def test_host_needs_a_scheme(host: str) -> None:
         Connection(host=host, project="p")
 
 
+@pytest.mark.parametrize(
+    ("given", "api"),
+    [
+        ("https://regards.example.org/api/v1/", "https://regards.example.org/api/v1"),
+        ("https://gw.example.org/regards/", "https://gw.example.org/regards/api/v1"),
+        (" http://127.0.0.1:8080 ", "http://127.0.0.1:8080/api/v1"),
+    ],
+)
+def test_host_may_be_the_api_base_url_or_behind_a_path(given: str, api: str) -> None:
+    assert Connection(host=given, project="p").api_url == api
+
+
 def test_credentials_problem() -> None:
     assert Connection(host="http://h", project="p").credentials_problem() is not None
     with_token = Connection(host="http://h", project="p", token=SecretStr("t"))
