@@ -15,7 +15,7 @@ from prefect.futures import PrefectConcurrentFuture, PrefectFuture
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 from regards_order.delivery import Delivery
-from regards_order.errors import RegardsOrderError, TargetError
+from regards_order.errors import RegardsOrderError, TargetError, is_retryable
 from regards_order.models import Order, OrderStatus
 from regards_order.polling import Backoff
 from regards_order.report import FileOutcome, OrderReport, Outcome
@@ -140,7 +140,7 @@ class OrderRun:
         if gone:
             self._end(f"order {self.order_id} is {self.status}: its files are gone from the server")
             return
-        new = self.delivery.discover(listed)
+        new = self.delivery.discover(listed, running=not self.final, now=now)
         self._save_record()  # before any transfer starts
         self._note(order, new=len(new))
         self.next_look = now + (self.pace.reset() if new else self.pace.next())
@@ -176,7 +176,11 @@ class OrderRun:
             return 0
         count = 0
         while future is not None:
-            self.delivery.settle(await self._outcome(future, self.running.pop(future)))
+            outcome, may_pass = await self._outcome(future, self.running.pop(future))
+            # A failure that may pass is tried again at a later look, if the server still
+            # lists the file while the order runs: its suborder waits for it.
+            retry_at = time.monotonic() + self.options.max_poll_interval if may_pass else None
+            self.delivery.settle(outcome, retry_at=retry_at)
             count += 1
             try:
                 future = self.finished.get_nowait()
@@ -208,7 +212,10 @@ class OrderRun:
         except TargetError as error:
             self._warn_once("record", f"the delivery record could not be saved: {error}")
 
-    async def _outcome(self, future: PrefectFuture[FileOutcome], key: str) -> FileOutcome:
+    async def _outcome(
+        self, future: PrefectFuture[FileOutcome], key: str
+    ) -> tuple[FileOutcome, bool]:
+        """How a transfer ended, and whether its failure may pass."""
         # The future is done: wait() only records its final state. Reading the result in this
         # event loop spares the hop to Prefect's loop thread that future.result() takes.
         future.wait()
@@ -218,15 +225,17 @@ class OrderRun:
         else:  # a runner whose futures do not keep their final state (read it the slow way)
             result = future.result(raise_on_failure=False)
         if isinstance(result, FileOutcome):
-            return result
+            return result, False
         file = self.delivery.file(key)
-        return FileOutcome.for_file(
+        failed = FileOutcome.for_file(
             file,
             target=self.delivery.location(file),
             outcome=Outcome.FAILED,
             attempts=getattr(result, "attempts", None) or 1,
             error=str(result) or type(result).__name__,
         )
+        may_pass = isinstance(result, Exception) and is_retryable(result) and not stop_requested()
+        return failed, may_pass
 
     # -- ending -----------------------------------------------------------------------------
 

@@ -100,14 +100,20 @@ class Delivery:
         self._outcomes: dict[str, FileOutcome] = {}
         self._refetch: set[str] = set()
         self._listed: set[str] = set()
+        # Files that failed on what may pass: when each may be tried again while the order runs.
+        self._retry_at: dict[str, float] = {}
 
-    def discover(self, files: Iterable[OrderFile]) -> list[OrderFile]:
+    def discover(
+        self, files: Iterable[OrderFile], *, running: bool = False, now: float = 0.0
+    ) -> list[OrderFile]:
         """Take in a listing; return the files never seen before (now queued).
 
         A file skipped as already at the target that the server still lists is queued again,
         to be downloaded: the server keeps its suborder waiting until it is, and a waiting
         suborder counts against the user's two, across all of their orders (a fresh copy of
         an order, a lost record, files put there by hand would otherwise stall the order).
+        While the order is `running`, a listed file that failed on what may pass (see settle)
+        is queued again too, once its time has come (`now`, on the clock settle was given).
         """
         new = []
         for file in files:
@@ -115,6 +121,8 @@ class Delivery:
             if file.key in self._files:
                 if self._was_skipped(file.key):
                     self._refetch.add(file.key)
+                    self._queue.append(file.key)
+                elif running and self._may_retry(file.key, now):
                     self._queue.append(file.key)
                 continue
             self._files[file.key] = file
@@ -131,6 +139,15 @@ class Delivery:
         del self._outcomes[key]
         return True
 
+    def _may_retry(self, key: str, now: float) -> bool:
+        """Failed on what may pass, and due to be tried again (its outcome is then forgotten)."""
+        due = self._retry_at.get(key)
+        if due is None or now < due or key in self._in_flight or key in self._queue:
+            return False
+        del self._retry_at[key]
+        self._outcomes.pop(key, None)
+        return True
+
     def take(self) -> Transfer | None:
         """The next queued file, now counted as in flight."""
         if not self._queue:
@@ -140,10 +157,15 @@ class Delivery:
         file = self._files[key]
         return Transfer(file, self._names.name_for(file), key in self._refetch, key in self._listed)
 
-    def settle(self, outcome: FileOutcome) -> None:
-        """Record how a file in flight ended."""
+    def settle(self, outcome: FileOutcome, *, retry_at: float | None = None) -> None:
+        """Record how a file in flight ended; a failure that may pass can be tried again by
+        this run from `retry_at` on, if the server still lists the file (see discover)."""
         self._in_flight.discard(outcome.key)
         self._outcomes[outcome.key] = outcome
+        if outcome.outcome is Outcome.FAILED and retry_at is not None:
+            self._retry_at[outcome.key] = retry_at
+        else:
+            self._retry_at.pop(outcome.key, None)
         self.record.settle(outcome)
 
     def file(self, key: str) -> OrderFile:

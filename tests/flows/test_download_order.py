@@ -225,6 +225,31 @@ def test_permanent_file_errors_are_not_retried(start_simulator: Start, tmp_path:
     assert not (tmp_path / "liar.bin").exists()
 
 
+def test_a_file_failing_longer_than_its_retries_is_tried_again_while_the_order_runs(
+    start_simulator: Start, tmp_path: Path
+) -> None:
+    # FAST gives 4 attempts; the server answers 503 to the first 5 requests. The order keeps
+    # restoring suborders for seconds after, and still lists the file: a later look retries it.
+    files = [
+        {
+            "filename": "flaky.bin",
+            "size": 1_000,
+            "faults": [{"kind": "status", "status": 503, "times": 5}],
+        }
+    ]
+    order = {"id": 1, "owner": USER, "files": files, "generate": [{"count": 9, "size": 1_000}]}
+    sim = start_simulator(scenario([order], suborder_max_files=2, restore_seconds=1.0))
+    options = FAST.model_copy(update={"timeout": 60.0})
+    state, report = run(1, tmp_path, connection_for(sim), options)
+    assert state.is_completed(), state.message
+    assert report.counts == {"downloaded": 10, "skipped": 0, "failed": 0}
+    flaky = next(f for f in report.files if f.filename == "flaky.bin")
+    assert flaky.attempts == 2  # the second attempt of the second round
+    stats = sim.stats()["files"]["1"]
+    assert stats["requests"] == 6 and stats["completed"] == 1
+    assert md5_file(tmp_path / "flaky.bin") == flaky.md5
+
+
 def test_a_file_that_cannot_be_verified_does_not_stall_the_order(
     start_simulator: Start, tmp_path: Path
 ) -> None:
