@@ -184,6 +184,22 @@ class Service:
 
 
 @contextlib.contextmanager
+def _service(
+    command: list[str], env: dict[str, str], log: Path, url: str, health: str, timeout: float
+) -> Iterator[Service]:
+    """Run `command` (its output to `log`) until `url + health` answers; stop it afterwards."""
+    with log.open("wb") as output:
+        process = subprocess.Popen(
+            command, env=env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True
+        )
+    try:
+        _wait_http(url + health, process, Path(command[0]).name, timeout=timeout)
+        yield Service(url=url, pid=process.pid)
+    finally:
+        _stop(process)
+
+
+@contextlib.contextmanager
 def prefect_server(
     home: Path, env: dict[str, str], log: Path, executable: str
 ) -> Iterator[Service]:
@@ -193,33 +209,15 @@ def prefect_server(
     server_env.pop("PREFECT_API_URL", None)
     command = [executable, "server", "start"]
     command += ["--host", "127.0.0.1", "--port", str(port), "--analytics-off", "--no-ui"]
-    with log.open("wb") as output:
-        process = subprocess.Popen(
-            command, env=server_env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    try:
-        api = f"http://127.0.0.1:{port}/api"
-        _wait_http(f"{api}/health", process, "prefect server", timeout=120.0)
-        yield Service(url=api, pid=process.pid)
-    finally:
-        _stop(process)
+    api = f"http://127.0.0.1:{port}/api"
+    with _service(command, server_env, log, api, "/health", timeout=120.0) as service:
+        yield service
 
 
 @contextlib.contextmanager
 def moto_server(env: dict[str, str], log: Path, executable: str) -> Iterator[Service]:
     """moto's S3 server in its own process on 127.0.0.1."""
     port = free_port()
-    with log.open("wb") as output:
-        process = subprocess.Popen(
-            [executable, "-H", "127.0.0.1", "-p", str(port)],
-            env=env,
-            stdout=output,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
-        url = f"http://127.0.0.1:{port}"
-        _wait_http(f"{url}/moto-api/", process, "moto server", timeout=60.0)
-        yield Service(url=url, pid=process.pid)
-    finally:
-        _stop(process)
+    command = [executable, "-H", "127.0.0.1", "-p", str(port)]
+    with _service(command, env, log, f"http://127.0.0.1:{port}", "/moto-api/", 60.0) as service:
+        yield service

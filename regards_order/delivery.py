@@ -142,7 +142,7 @@ class Delivery:
     def _may_retry(self, key: str, now: float) -> bool:
         """Failed on what may pass, and due to be tried again (its outcome is then forgotten)."""
         due = self._retry_at.get(key)
-        if due is None or now < due or key in self._in_flight or key in self._queue:
+        if due is None or now < due:
             return False
         del self._retry_at[key]
         self._outcomes.pop(key, None)
