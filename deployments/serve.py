@@ -36,7 +36,7 @@ from prefect.schedules import Cron
 from prefect.types.entrypoint import EntrypointType
 from pydantic import ValidationError
 
-from flows.download_order import download_order
+from regards_order.flows.download_order import download_order
 from regards_order.settings import Connection
 
 ON_DEMAND = "download-order"
@@ -94,7 +94,7 @@ def deployments(env: Mapping[str, str] = os.environ) -> list[RunnerDeployment]:
         timezone=env.get("REGARDS_SCHEDULE_TIMEZONE") or DEFAULT_TIMEZONE,
     )
     return [
-        download_order.to_deployment(
+        _deployment(
             name=ON_DEMAND,
             description="Deliver one REGARDS order, verified, to a folder or an fsspec URL: "
             "Run > Custom run, then fill in the order id and the target.",
@@ -102,7 +102,7 @@ def deployments(env: Mapping[str, str] = os.environ) -> list[RunnerDeployment]:
             tags=["regards"],
             entrypoint_type=EntrypointType.MODULE_PATH,
         ),
-        download_order.to_deployment(
+        _deployment(
             name=SCHEDULED,
             description=f"Deliver order {order_id} to {scheduled['target']} on a schedule; "
             "each run fetches only what is new or missing.",
@@ -117,6 +117,13 @@ def deployments(env: Mapping[str, str] = os.environ) -> list[RunnerDeployment]:
             entrypoint_type=EntrypointType.MODULE_PATH,
         ),
     ]
+
+
+def _deployment(**settings: Any) -> RunnerDeployment:
+    """A deployment of download_order (`to_deployment`, typed for a synchronous caller)."""
+    made = download_order.to_deployment(**settings)
+    assert isinstance(made, RunnerDeployment)
+    return made
 
 
 def main() -> None:

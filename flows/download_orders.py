@@ -16,14 +16,14 @@ from uuid import UUID
 from prefect import flow, get_run_logger
 from prefect.artifacts import acreate_table_artifact
 from prefect.client.orchestration import get_client
-from prefect.deployments import run_deployment
+from prefect.deployments.flow_runs import arun_deployment
 from prefect.states import Failed
 from pydantic import Field
 
 from regards_order.models import OrderStatus
 from regards_order.settings import Connection, DownloadOptions
-from tasks.credentials import resolve_credentials
-from tasks.order import list_orders
+from regards_order.tasks.credentials import resolve_credentials
+from regards_order.tasks.order import list_orders
 
 #: Seconds between two looks at the order runs.
 WATCH_INTERVAL = 2.0
@@ -69,7 +69,7 @@ async def download_orders(
             "connection": connection,
             "options": options,
         }
-        started = await run_deployment(deployment, parameters=parameters, timeout=0)
+        started = await arun_deployment(deployment, parameters=parameters, timeout=0)
         runs[order_id] = started.id
         logger.info("Order %s: flow run %s", order_id, started.name)
     ends = await _watch(runs)

@@ -123,7 +123,7 @@ class RegardsClient:
             what="login",
             params={"scope": connection.project},
             json=credentials,
-            auth=httpx.BasicAuth(connection.client_id, connection.client_secret),
+            auth=httpx.BasicAuth(connection.client_id, connection.client_secret_value),
         )
         if response.status_code == 400:
             raise AuthenticationError(

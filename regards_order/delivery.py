@@ -1,63 +1,71 @@
-"""The bookkeeping of one order's delivery: known files, queue, files in flight, outcomes.
+"""The bookkeeping of one order's delivery: one `FileState` per file, and how one file is fetched.
 
 Files are tracked by key (id, or URL where the server gives no id), because the server's list
 of available files shrinks while we download: a file seen once is never lost, a file listed
-twice is transferred once.
+twice is transferred once. The durable record is written from these states.
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections import deque
-from collections.abc import Iterable
-from typing import NamedTuple
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 
 from regards_order.client import RegardsClient
 from regards_order.errors import InvalidFileRecord, RegardsOrderError
 from regards_order.models import OrderFile
-from regards_order.paths import NamePlanner
-from regards_order.record import DeliveryRecord
-from regards_order.report import FileOutcome, OrderReport, Outcome
+from regards_order.paths import choose_name
+from regards_order.record import DeliveryRecord, FileState, Origin, Phase
+from regards_order.report import FileOutcome, Outcome
 from regards_order.stopping import check_stop
 from regards_order.transfer import Target, is_verified, write_verified
+
+
+@dataclass(frozen=True)
+class Transfer:
+    """A file to transfer, as `Delivery.take` gives it (a dataclass, not a tuple: Prefect and
+    Dask rebuild tuples they pass along as plain ones)."""
+
+    file: OrderFile
+    name: str
+    origin: Origin
 
 
 def fetch_file(
     client: RegardsClient,
     target: Target,
-    file: OrderFile,
-    name: str,
+    transfer: Transfer,
     *,
+    owner: str,
     attempts: int = 1,
-    refetch: bool = False,
-    listed: bool = False,
 ) -> FileOutcome:
-    """Deliver one file under `name`: skipped if already there and verified, else downloaded;
-    always downloaded with `refetch` (skipped before, the server still waits for it).
+    """Deliver one file: skipped if recorded and already verified at the target, else
+    downloaded, its bytes committed under their name only once size and MD5 match.
 
-    A file whose record cannot be verified against is never delivered. If the server `listed`
-    it in this run, its body is still read to the end and discarded: the server keeps the
-    file's suborder, and the user's next ones, waiting until it is downloaded.
-
-    Raises a RegardsOrderError when the file cannot be delivered this time.
+    A file whose record cannot be verified against is never delivered; if the server listed
+    it, its body is still read to the end and discarded, for the server to release its
+    suborder. `owner` names the run in its partial files. Raises a RegardsOrderError when the
+    file cannot be delivered this time.
     """
     check_stop()
+    file = transfer.file
     problem = file.verification_problem()
     if problem is not None:
-        if listed:
+        if transfer.origin.listed:
             _read_and_discard(client, file)
         raise InvalidFileRecord(problem)
     assert file.checksum is not None
-    path = target.path(name)
+    path = target.path(transfer.name)
     location = target.url(path)
-    if not refetch and is_verified(target, path, file.checksum, file.size):
+    if transfer.origin is Origin.RECORDED and is_verified(target, path, file.checksum, file.size):
         return FileOutcome.for_file(
             file, target=location, outcome=Outcome.SKIPPED, attempts=attempts, md5=file.checksum
         )
     with client.open_file(file) as download:
         expected_size = file.size if file.size is not None else download.size
         written = write_verified(
-            target, path, download.chunks(), md5=file.checksum, size=expected_size
+            target, path, download.chunks(), md5=file.checksum, size=expected_size, owner=owner
         )
     return FileOutcome.for_file(
         file,
@@ -77,100 +85,98 @@ def _read_and_discard(client: RegardsClient, file: OrderFile) -> None:
             check_stop()
 
 
-class Transfer(NamedTuple):
-    """A file to transfer, as Delivery.take gives it."""
-
-    file: OrderFile
-    name: str  # under the target
-    refetch: bool  # skipped earlier, yet the server still lists it: download it even if there
-    listed: bool  # the server listed it in this run: it waits for the file to be downloaded
-
-
 class Delivery:
-    """What is known of one order's files during one run."""
+    """One `FileState` per file of the order: the queue, the files in flight, the outcomes."""
 
     def __init__(self, record: DeliveryRecord) -> None:
         self.record = record
-        entries = record.entries
-        self._names = NamePlanner({key: entry.name for key, entry in entries.items()})
-        self._files: dict[str, OrderFile] = {key: entry.file for key, entry in entries.items()}
+        self._states: dict[str, FileState] = {}
+        self._taken: set[str] = set()  # names given, for clashes
+        self._queue: deque[FileState] = deque()
+        self._in_flight = 0
+        self._settled = 0
+        self._changed = False
         # Every file an earlier run saw is checked again: skipped if verified, fetched if not.
-        self._queue: deque[str] = deque(entries)
-        self._in_flight: set[str] = set()
-        self._outcomes: dict[str, FileOutcome] = {}
-        self._refetch: set[str] = set()
-        self._listed: set[str] = set()
-        # Files that failed on what may pass: when each may be tried again while the order runs.
-        self._retry_at: dict[str, float] = {}
+        for state in record.load().values():
+            self._add(state)
 
-    def discover(
-        self, files: Iterable[OrderFile], *, running: bool = False, now: float = 0.0
-    ) -> list[OrderFile]:
-        """Take in a listing; return the files never seen before (now queued).
+    # -- taking files in --------------------------------------------------------------------
 
-        A file skipped as already at the target that the server still lists is queued again,
-        to be downloaded: the server keeps its suborder waiting until it is, and a waiting
-        suborder counts against the user's two, across all of their orders (a fresh copy of
-        an order, a lost record, files put there by hand would otherwise stall the order).
-        While the order is `running`, a listed file that failed on what may pass (see settle)
-        is queued again too, once its time has come (`now`, on the clock settle was given).
+    def _add(self, state: FileState) -> None:
+        self._states[state.file.key] = state
+        self._taken.add(state.name)
+        self._queue.append(state)
+        self._changed = True
+
+    def discover(self, files: Iterable[OrderFile]) -> int:
+        """Take in a listing; return how many files were never seen before (now queued).
+
+        A file the server lists waits for its download (see Origin.LISTED): one still queued
+        from the record will be downloaded, one skipped as already there is queued again.
         """
-        new = []
+        new = 0
         for file in files:
-            self._listed.add(file.key)
-            if file.key in self._files:
-                if self._was_skipped(file.key):
-                    self._refetch.add(file.key)
-                    self._queue.append(file.key)
-                elif running and self._may_retry(file.key, now):
-                    self._queue.append(file.key)
-                continue
-            self._files[file.key] = file
-            self.record.remember(file, self._names.name_for(file))
-            self._queue.append(file.key)
-            new.append(file)
+            state = self._states.get(file.key)
+            if state is None:
+                name = choose_name(file, self._taken)
+                self._add(FileState(file=file, name=name, origin=Origin.LISTED))
+                new += 1
+            elif state.phase is Phase.QUEUED:
+                state.origin = Origin.LISTED
+            elif state.phase is Phase.SETTLED and state.outcome is Outcome.SKIPPED:
+                self._requeue(state, Origin.LISTED_AGAIN)
         return new
 
-    def _was_skipped(self, key: str) -> bool:
-        """Settled as already at the target (its outcome is then forgotten: it is queued)."""
-        outcome = self._outcomes.get(key)
-        if outcome is None or outcome.outcome is not Outcome.SKIPPED:
-            return False
-        del self._outcomes[key]
-        return True
+    def retry_due(self, now: float) -> int:
+        """Queue again every file that failed on what may pass and whose time has come (on the
+        clock `settle` was given); return how many."""
+        due = [
+            s
+            for s in self._states.values()
+            if s.phase is Phase.SETTLED and s.retry_at is not None and now >= s.retry_at
+        ]
+        for state in due:
+            self._requeue(state, state.origin)
+        return len(due)
 
-    def _may_retry(self, key: str, now: float) -> bool:
-        """Failed on what may pass, and due to be tried again (its outcome is then forgotten)."""
-        due = self._retry_at.get(key)
-        if due is None or now < due:
-            return False
-        del self._retry_at[key]
-        self._outcomes.pop(key, None)
-        return True
+    def _requeue(self, state: FileState, origin: Origin) -> None:
+        state.phase, state.retry_at, state.origin = Phase.QUEUED, None, origin
+        self._settled -= 1
+        self._queue.append(state)
+
+    # -- transfers --------------------------------------------------------------------------
 
     def take(self) -> Transfer | None:
-        """The next queued file, now counted as in flight."""
+        """The next queued file, now in flight."""
         if not self._queue:
             return None
-        key = self._queue.popleft()
-        self._in_flight.add(key)
-        file = self._files[key]
-        return Transfer(file, self._names.name_for(file), key in self._refetch, key in self._listed)
+        state = self._queue.popleft()
+        state.phase = Phase.IN_FLIGHT
+        self._in_flight += 1
+        return Transfer(state.file, state.name, state.origin)
 
     def settle(self, outcome: FileOutcome, *, retry_at: float | None = None) -> None:
-        """Record how a file in flight ended; a failure that may pass can be tried again by
-        this run from `retry_at` on, if the server still lists the file (see discover)."""
-        self._in_flight.discard(outcome.key)
-        self._outcomes[outcome.key] = outcome
-        if outcome.outcome is Outcome.FAILED and retry_at is not None:
-            self._retry_at[outcome.key] = retry_at
-        else:
-            self._retry_at.pop(outcome.key, None)
-        self.record.settle(outcome)
+        """Record how a file in flight ended; a failure that may pass can be queued again by
+        `retry_due` from `retry_at` on."""
+        state = self._states[outcome.key]
+        if state.phase is not Phase.IN_FLIGHT:
+            return
+        state.phase = Phase.SETTLED
+        self._in_flight -= 1
+        self._settled += 1
+        state.outcome, state.error = outcome.outcome, outcome.error
+        state.attempts = outcome.attempts
+        if outcome.outcome is not Outcome.FAILED:
+            state.md5, state.size = outcome.md5, outcome.size
+        failed_may_pass = outcome.outcome is Outcome.FAILED and outcome.retryable
+        state.retry_at = retry_at if failed_may_pass else None
+        self._changed = True
 
-    def file(self, key: str) -> OrderFile:
-        """A known file by key."""
-        return self._files[key]
+    # -- what it amounts to -----------------------------------------------------------------
+
+    def state(self, key: str) -> FileState:
+        """The state of a known file."""
+        return self._states[key]
 
     @property
     def queued(self) -> int:
@@ -180,7 +186,7 @@ class Delivery:
     @property
     def in_flight(self) -> int:
         """Files being transferred."""
-        return len(self._in_flight)
+        return self._in_flight
 
     @property
     def idle(self) -> bool:
@@ -190,42 +196,54 @@ class Delivery:
     @property
     def known(self) -> int:
         """Files seen so far."""
-        return len(self._files)
+        return len(self._states)
 
     @property
     def settled(self) -> int:
-        """Files whose outcome is known."""
-        return len(self._outcomes)
+        """Files whose outcome this run knows."""
+        return self._settled
 
-    @property
-    def delivered(self) -> int:
-        """Files at the target and verified (downloaded or skipped)."""
-        return sum(1 for o in self._outcomes.values() if o.outcome is not Outcome.FAILED)
+    def undelivered(self) -> int:
+        """Files not (or not yet) verified at the target by this run."""
+        return sum(1 for s in self._states.values() if not _delivered(s))
 
-    def location(self, file: OrderFile) -> str:
-        """Where `file` is (or would be) at the target, as the user knows it."""
+    def location(self, state: FileState) -> str:
+        """Where a file is (or would be) at the target, as the user knows it."""
         target = self.record.target
-        return target.url(target.path(self._names.name_for(file)))
+        return target.url(target.path(state.name))
 
-    def report(self, status: str, problems: list[str], warnings: list[str]) -> OrderReport:
-        """The report of the run; files never settled count as failed with the reason why."""
-        unsettled_reason = problems[0] if problems else "not transferred"
-        outcomes = []
-        for key, file in self._files.items():
-            outcome = self._outcomes.get(key)
-            if outcome is None:
-                outcome = FileOutcome.for_file(
-                    file,
-                    target=self.location(file),
-                    outcome=Outcome.FAILED,
-                    attempts=0,
-                    error=unsettled_reason,
-                )
-            outcomes.append(outcome)
-        return OrderReport(
-            order_id=self.record.document.order_id,
-            status=status,
-            files=outcomes,
-            problems=problems,
-            warnings=warnings,
-        )
+    def outcomes(self, unsettled_reason: str) -> Iterator[FileOutcome]:
+        """Every file's outcome in this run; one never settled failed for `unsettled_reason`."""
+        for state in self._states.values():
+            settled = state.phase is Phase.SETTLED
+            yield FileOutcome.for_file(
+                state.file,
+                target=self.location(state),
+                outcome=state.outcome if settled and state.outcome else Outcome.FAILED,
+                attempts=state.attempts if settled else 0,
+                size=state.size,
+                md5=state.md5 if settled and state.outcome is not Outcome.FAILED else None,
+                error=state.error if settled else unsettled_reason,
+            )
+
+    # -- the durable record -----------------------------------------------------------------
+
+    def save(self, *, at_most_every: float = 0.0, adopt: bool = True) -> None:
+        """Save the record if something changed (skipped when saved less than `at_most_every`
+        seconds ago), merged with what another run of the order wrote meanwhile: files only it
+        knows are queued here too when `adopt` (they are part of the order), else kept as they
+        are in the record."""
+        if not self._changed:
+            return
+        foreign = self.record.save(self._states, at_most_every=at_most_every)
+        if foreign is None:
+            return
+        self._changed = False
+        if adopt:
+            for state in foreign.values():
+                self._add(state)
+            self.record.forget_foreign()
+
+
+def _delivered(state: FileState) -> bool:
+    return state.phase is Phase.SETTLED and state.outcome is not Outcome.FAILED

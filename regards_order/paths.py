@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import re
 import unicodedata
+from collections.abc import Container
 
 from regards_order.models import OrderFile
 
@@ -60,33 +61,16 @@ def with_discriminator(name: str, discriminator: str) -> str:
     return _shorten(candidate)
 
 
-class NamePlanner:
-    """Gives each file of an order its name under the target, once and for good.
-
-    Names already given (for instance by an earlier run, from the durable record) are kept;
-    a new file whose name is taken by another file gets a discriminator.
-    """
-
-    def __init__(self, given: dict[str, str] | None = None) -> None:
-        self._by_key: dict[str, str] = dict(given or {})
-        self._taken: dict[str, str] = {name: key for key, name in self._by_key.items()}
-
-    def name_for(self, file: OrderFile) -> str:
-        """The name of `file` under the target."""
-        known = self._by_key.get(file.key)
-        if known is not None:
-            return known
-        discriminator = (
-            str(file.id)
-            if file.id is not None
-            else hashlib.sha256(file.key.encode()).hexdigest()[:10]
-        )
-        name = sanitize_filename(file.filename, fallback=f"regards-file-{discriminator}")
-        base, counter = name, 1
-        while name in self._taken:
-            suffix = discriminator if counter == 1 else f"{discriminator}-{counter}"
-            name = with_discriminator(base, suffix)
-            counter += 1
-        self._by_key[file.key] = name
-        self._taken[name] = file.key
-        return name
+def choose_name(file: OrderFile, taken: Container[str]) -> str:
+    """The name `file` gets under the target: its own filename made safe, unless another file
+    of the order has it (`taken`), in which case its file id (or a digest) is added."""
+    discriminator = (
+        str(file.id) if file.id is not None else hashlib.sha256(file.key.encode()).hexdigest()[:10]
+    )
+    name = sanitize_filename(file.filename, fallback=f"regards-file-{discriminator}")
+    base, counter = name, 1
+    while name in taken:
+        suffix = discriminator if counter == 1 else f"{discriminator}-{counter}"
+        name = with_discriminator(base, suffix)
+        counter += 1
+    return name

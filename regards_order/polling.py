@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-import random
+import random as _random
+from collections.abc import Callable
 
 
 class Backoff:
@@ -10,16 +11,24 @@ class Backoff:
 
     Each `next()` is the previous delay times `factor`, capped at `maximum`, with up to
     `jitter` (a fraction) taken off at random so that many clients do not poll in step.
-    `reset()` starts over from `initial` when the order showed progress.
+    `reset()` starts over from `initial` when the order showed progress. `random` (a draw in
+    [0, 1)) can be given for delays that tests know in advance.
     """
 
     def __init__(
-        self, initial: float, maximum: float, *, factor: float = 1.6, jitter: float = 0.2
+        self,
+        initial: float,
+        maximum: float,
+        *,
+        factor: float = 1.6,
+        jitter: float = 0.2,
+        random: Callable[[], float] = _random.random,
     ) -> None:
         self.initial = initial
         self.maximum = max(maximum, initial)
         self.factor = factor
         self.jitter = jitter
+        self._random = random
         self._current = initial
 
     def reset(self) -> float:
@@ -34,4 +43,4 @@ class Backoff:
         return max(delay, at_least)
 
     def _jittered(self, delay: float) -> float:
-        return delay * (1 - self.jitter * random.random())
+        return delay * (1 - self.jitter * self._random())

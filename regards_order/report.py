@@ -6,8 +6,12 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field, computed_field
 
-from regards_order.errors import RegardsOrderError
 from regards_order.models import OrderFile, printable
+
+
+def files(count: int) -> str:
+    """`count` files, in words: "1 file", "3 files"."""
+    return f"{count} file" if count == 1 else f"{count} files"
 
 
 class Outcome(StrEnum):
@@ -16,6 +20,20 @@ class Outcome(StrEnum):
     DOWNLOADED = "downloaded"
     SKIPPED = "skipped"  # already at the target and verified: nothing fetched
     FAILED = "failed"
+
+
+class EndReason(StrEnum):
+    """Why a run ended. Decided in one place (`OrderRun`); the problems, the exit code and the
+    flow run's state follow from it and from the files."""
+
+    COMPLETE = "complete"  # the order is final and every file known was settled
+    GONE = "gone"  # EXPIRED or DELETED: the server no longer serves its files
+    FORBIDDEN = "forbidden"  # 403: the order is not the user's
+    NOT_FOUND = "not found"  # 404: no such order
+    UNREADABLE = "unreadable"  # the order could not be read (a lasting or permanent error)
+    DEADLINE = "deadline"  # the run's own time limit passed
+    STOPPED = "stopped"  # SIGTERM, Ctrl-C, a cancelled flow run
+    BROKEN = "broken"  # the pipeline itself failed (Prefect could not start, a bug)
 
 
 class FileOutcome(BaseModel):
@@ -34,6 +52,8 @@ class FileOutcome(BaseModel):
     outcome: Outcome
     attempts: int
     error: str | None = None
+    #: A failure that may pass if tried again later (the transfer's own retries are spent).
+    retryable: bool = Field(default=False, exclude=True)
 
     @classmethod
     def for_file(
@@ -46,6 +66,7 @@ class FileOutcome(BaseModel):
         size: int | None = None,
         md5: str | None = None,
         error: str | None = None,
+        retryable: bool = False,
     ) -> FileOutcome:
         """An outcome that carries the identity of `file`."""
         return cls(
@@ -59,15 +80,20 @@ class FileOutcome(BaseModel):
             outcome=outcome,
             attempts=attempts,
             error=error,
+            retryable=retryable,
         )
 
 
 class OrderReport(BaseModel):
-    """The final word on an order: its status, every file's outcome, and why it is not done."""
+    """The final word on an order: why the run ended, every file's outcome, what went wrong."""
 
     order_id: int
+    #: The order's status as last read from the server (UNKNOWN when it never was).
     status: str
+    end: EndReason
     files: list[FileOutcome]
+    #: Files the server itself has in ERROR: never listed, answered 422 by id.
+    files_in_error: int = 0
     problems: list[str] = []
     warnings: list[str] = []
 
@@ -81,7 +107,11 @@ class OrderReport(BaseModel):
     @property
     def ok(self) -> bool:
         """Every file of the order is at the target, verified, and nothing else went wrong."""
-        return not self.problems and all(f.outcome is not Outcome.FAILED for f in self.files)
+        return (
+            self.end is EndReason.COMPLETE
+            and not self.problems
+            and all(f.outcome is not Outcome.FAILED for f in self.files)
+        )
 
     def summary(self) -> str:
         """One line saying how the order ended."""
@@ -90,23 +120,12 @@ class OrderReport(BaseModel):
         if failed:
             shown = "; ".join(printable(f"{f.filename or f.key}: {f.error}") for f in failed[:3])
             more = f"; and {len(failed) - 3} more" if len(failed) > 3 else ""
-            parts.append(f"{len(failed)} of {len(self.files)} files failed: {shown}{more}")
+            parts.append(f"{len(failed)} of {files(len(self.files))} failed: {shown}{more}")
         parts.extend(printable(problem) for problem in self.problems)
         if not parts:
             counts = self.counts
             return (
-                f"order {self.order_id} delivered: {len(self.files)} files verified "
+                f"order {self.order_id} delivered: {files(len(self.files))} verified "
                 f"({counts['downloaded']} downloaded, {counts['skipped']} already there)"
             )
         return f"order {self.order_id} not delivered: " + "; ".join(parts)
-
-
-class DeliveryIncomplete(RegardsOrderError):
-    """Raised at the end of a run that did not deliver every file; carries the full report."""
-
-    def __init__(self, report: OrderReport) -> None:
-        super().__init__(report.summary())
-        self.report = report
-
-    def __reduce__(self) -> tuple[object, ...]:
-        return (DeliveryIncomplete, (self.report,))

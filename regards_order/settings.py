@@ -9,12 +9,29 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic.json_schema import SkipJsonSchema
+
+#: REGARDS' default OAuth2 client secret, shipped with every installation.
+DEFAULT_CLIENT_SECRET = "secret"  # noqa: S105 - a public default, not a credential
+
+
+@dataclass(frozen=True)
+class Cli:
+    """How a setting appears on the command line where its name alone does not say it (the
+    option is otherwise `--<name>`, its variable `REGARDS_<NAME>`)."""
+
+    #: The option's own name, e.g. `--insecure` for verify_tls.
+    flag: str | None = None
+    #: A flag that sets the setting to False (`--insecure`: do not verify TLS).
+    inverted: bool = False
+    #: A dict setting also taken as a repeatable `KEY=VALUE` option of this name.
+    pairs: str | None = None
 
 
 class Connection(BaseModel):
@@ -35,11 +52,18 @@ class Connection(BaseModel):
     username: str | None = Field(
         default=None, title="Username", description="REGARDS user (usually an e-mail address)."
     )
-    # The password and the token never travel as flow parameters: they are excluded from
-    # serialisation and from the parameter form. They come from the command line in-process,
-    # from a Prefect Secret block named below, or from the worker's environment.
-    password: SkipJsonSchema[SecretStr | None] = Field(default=None, exclude=True)
-    token: SkipJsonSchema[SecretStr | None] = Field(default=None, exclude=True)
+    # The password, the token and a site's own client secret never travel as flow
+    # parameters: they are excluded from serialisation and from the parameter form. They come
+    # from the command line in-process, from a Prefect Secret block named below, or from the
+    # environment of the process that runs the flow.
+    password: SkipJsonSchema[SecretStr | None] = Field(
+        default=None,
+        exclude=True,
+        description="The user's password (prefer the variable or the prompt).",
+    )
+    token: SkipJsonSchema[SecretStr | None] = Field(
+        default=None, exclude=True, description="A ready Bearer token instead of a login."
+    )
     password_block: str | None = Field(
         default=None,
         title="Password Secret block",
@@ -57,16 +81,22 @@ class Connection(BaseModel):
         title="OAuth2 client id",
         description="Basic credentials of the token endpoint (REGARDS' default is 'client').",
     )
-    # Not a SecretStr: this identifies the client application (REGARDS ships every
-    # installation with client/secret), not the user, and it must reach a deployment's runs
-    # intact, where a SecretStr parameter would arrive masked.
-    client_secret: str = Field(
-        default="secret",
-        title="OAuth2 client secret",
-        description="Basic credentials of the token endpoint (REGARDS' default is 'secret').",
+    client_secret: SkipJsonSchema[SecretStr | None] = Field(
+        default=None,
+        exclude=True,
+        description="Basic password of the token endpoint (default: REGARDS' own, 'secret').",
     )
-    verify_tls: bool = Field(
-        default=True, title="Verify TLS", description="Check the server's TLS certificate."
+    client_secret_block: str | None = Field(
+        default=None,
+        title="Client secret Secret block",
+        description="Name of a Prefect Secret block holding the site's own OAuth2 client "
+        "secret (default: REGARDS_CLIENT_SECRET from the worker's environment, else REGARDS' "
+        "own).",
+    )
+    verify_tls: Annotated[bool, Cli(flag="--insecure", inverted=True)] = Field(
+        default=True,
+        title="Verify TLS",
+        description="Check the server's TLS certificate (--insecure: do not).",
     )
     ca_bundle: str | None = Field(
         default=None,
@@ -110,6 +140,13 @@ class Connection(BaseModel):
             who = "anonymous"
         raw = f"{urlsplit(self.host).netloc}-{who}".lower()
         return re.sub(r"[^a-z0-9-]+", "-", raw).strip("-")
+
+    @property
+    def client_secret_value(self) -> str:
+        """The client secret to send: the site's own, or REGARDS' default."""
+        if self.client_secret is None:
+            return DEFAULT_CLIENT_SECRET
+        return self.client_secret.get_secret_value()
 
     @property
     def api_url(self) -> str:
@@ -202,7 +239,7 @@ class DownloadOptions(BaseModel):
         "the REGARDS user, caps that user's file transfers across every run and worker; "
         "a 429 then pauses them all for its Retry-After. Empty: no shared limit.",
     )
-    storage_options: dict[str, Any] = Field(
+    storage_options: Annotated[dict[str, Any], Cli(pairs="--storage-option")] = Field(
         default_factory=dict,
         title="Storage options",
         description='Options passed to fsspec for the target, e.g. {"endpoint_url": '

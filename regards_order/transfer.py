@@ -15,7 +15,7 @@ import queue
 import secrets
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Container, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -54,8 +54,17 @@ S3_PROTOCOLS = frozenset({"s3", "s3a"})
 #: Largest S3 multipart part we buffer (s3fs holds one part in memory; its default is 50 MiB).
 UPLOAD_PART_BYTES = 8 * 1024 * 1024
 
-#: A partial file (or pending upload) untouched this long belongs to a run that died.
+#: A partial file whose name carries no run id, untouched this long, belongs to a run that died.
 STALE_PARTIAL_SECONDS = 15 * 60.0
+
+#: Where runs claim the S3 keys whose multipart uploads they have pending.
+CLAIMS_FOLDER = ".regards-order/uploads"
+
+#: Before the run id in a partial file's name.
+_OWNER_MARK = "run-"
+
+#: The MD5 of zero bytes.
+EMPTY_MD5 = hashlib.md5(b"", usedforsecurity=False).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -84,13 +93,15 @@ class Target:
             else:
                 self.fs.makedirs(self.root, exist_ok=True)
 
-    def remove_stale_partials(self, folder: str, older_than: float = STALE_PARTIAL_SECONDS) -> int:
-        """Remove what runs that died left behind in `folder` (partial files, or pending S3
-        uploads under the prefix) untouched for `older_than` seconds; return how many.
+    def remove_leftovers(self, folder: str, live_runs: Container[str]) -> int:
+        """Remove what runs that died left in `folder`; return how many things went.
 
-        A live run keeps writing its partials, so only a dead run's are old enough."""
+        A partial file names the run writing it: it goes unless that run is in `live_runs`
+        (one whose name carries no run id goes once untouched for STALE_PARTIAL_SECONDS). On
+        S3, a pending multipart upload under the prefix goes unless a live run claimed its
+        key (see write_verified)."""
         if self.writes_objects:
-            return _abort_stale_uploads(self, folder, older_than)
+            return _abort_unclaimed_uploads(self, folder, live_runs)
         try:
             entries = self.fs.ls(folder, detail=True)
         except FileNotFoundError:
@@ -100,8 +111,13 @@ class Target:
             name = str(entry["name"])
             if not name.endswith(PARTIAL_SUFFIX):
                 continue
-            modified = _timestamp(entry.get("mtime") or entry.get("created"))
-            if modified is not None and time.time() - modified > older_than:
+            owner = partial_owner(name)
+            if owner is None:
+                modified = _timestamp(entry.get("mtime") or entry.get("created"))
+                dead = modified is not None and time.time() - modified > STALE_PARTIAL_SECONDS
+            else:
+                dead = owner not in live_runs
+            if dead:
                 with contextlib.suppress(OSError):
                     self.fs.rm(name)
                     removed += 1
@@ -163,6 +179,8 @@ def is_verified(target: Target, path: str, md5: str, size: int | None) -> bool:
         return False
     if size is not None and info.get("size") != size:
         return False
+    if info.get("size") == 0:
+        return md5 == EMPTY_MD5  # no bytes to read: the MD5 of nothing is known
     if target.writes_objects:
         metadata: dict[str, str] = target.fs.metadata(path)
         return metadata.get(MD5_METADATA_KEY) == md5
@@ -176,45 +194,73 @@ def write_verified(
     *,
     md5: str,
     size: int | None,
+    owner: str,
 ) -> Written:
     """Write `chunks` to `path`, hashing as they go; commit only if size and MD5 match.
 
     Files are written under a partial name beside `path` and renamed once verified. S3
     objects are written straight to their key as a multipart upload, which makes nothing
-    visible until it is completed: a mismatch aborts it instead.
+    visible until it is completed: a mismatch aborts it instead. `owner` (a run id) names the
+    partial file, or claims the key while its upload is pending, for `Target.remove_leftovers`
+    to tell a live run's leftovers from a dead one's.
     """
     fs = target.fs
     direct = target.writes_objects
     parent, _, name = path.rpartition("/")
-    staging = path if direct else f"{parent}/.{name}.{secrets.token_hex(4)}{PARTIAL_SUFFIX}"
+    staging = path if direct else f"{parent}/.{name}.{_partial_tail(owner)}"
     written = 0
-    with _target_errors(path):
-        if not direct:
-            fs.makedirs(parent, exist_ok=True)
-        sink = fs.open(staging, "wb", **(_upload_options(fs, md5, size) if direct else {}))
-    digest = StreamMd5(background=size is not None and size >= BACKGROUND_HASH_BYTES)
-    try:
+    with _upload_claim(target, path, owner, size):
         with _target_errors(path):
-            for chunk in chunks:
-                check_stop()
-                digest.update(chunk)
-                sink.write(chunk)
-                written += len(chunk)
-        if size is not None and written != size:
-            raise SizeMismatch(f"received {written} bytes, the server's record says {size}")
-        received = digest.hexdigest()
-        if received != md5:
-            raise ChecksumMismatch(f"MD5 of the received bytes is {received}, expected {md5}")
-        with _target_errors(path):
-            sink.close()  # on S3 this completes the upload: the verified object appears
             if not direct:
-                fs.mv(staging, path)
-    except BaseException:
-        _abandon(target, sink, staging)
-        raise
-    finally:
-        digest.close()
+                fs.makedirs(parent, exist_ok=True)
+                if fs.isdir(path):
+                    raise TargetError(f"cannot write {path}: a folder of that name is there")
+            sink = fs.open(staging, "wb", **(_upload_options(fs, md5, size) if direct else {}))
+        digest = StreamMd5(background=size is not None and size >= BACKGROUND_HASH_BYTES)
+        try:
+            with _target_errors(path):
+                for chunk in chunks:
+                    check_stop()
+                    digest.update(chunk)
+                    sink.write(chunk)
+                    written += len(chunk)
+            if size is not None and written != size:
+                raise SizeMismatch(f"received {written} bytes, the server's record says {size}")
+            received = digest.hexdigest()
+            if received != md5:
+                raise ChecksumMismatch(f"MD5 of the received bytes is {received}, expected {md5}")
+            with _target_errors(path):
+                sink.close()  # on S3 this completes the upload: the verified object appears
+                if not direct:
+                    fs.mv(staging, path)
+        except BaseException:
+            _abandon(target, sink, staging)
+            raise
+        finally:
+            digest.close()
     return Written(path=path, size=written, md5=received)
+
+
+@contextlib.contextmanager
+def _upload_claim(target: Target, path: str, owner: str, size: int | None) -> Iterator[None]:
+    """On S3, claim `path` for run `owner` while its multipart upload may be pending: an
+    upload carries no run id, so a later run finds out whose it is from the claim."""
+    if not target.writes_objects or (size is not None and size < UPLOAD_PART_BYTES):
+        yield  # nothing pending: a small object is sent by one request when it is whole
+        return
+    claim = target.path(f"{CLAIMS_FOLDER}/{owner}.{_key_digest(path)}")
+    write_small(target, claim, b"")
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            target.fs.rm(claim)
+
+
+def _key_digest(path: str) -> str:
+    """A short name for an object's key (without its bucket)."""
+    key = path.partition("/")[2]
+    return hashlib.sha256(key.encode()).hexdigest()[:24]
 
 
 class StreamMd5:
@@ -287,14 +333,14 @@ def _abandon(target: Target, sink: Any, staging: str) -> None:
         target.fs.rm(staging)
 
 
-def write_small(target: Target, path: str, data: bytes) -> None:
-    """Replace a small file atomically (used for the delivery record)."""
+def write_small(target: Target, path: str, data: bytes, owner: str = "") -> None:
+    """Replace a small file atomically (the delivery record, a lease)."""
     fs = target.fs
     with _target_errors(path):
         if target.writes_objects:
             fs.pipe_file(path, data)  # a single PUT is atomic
             return
-        partial = f"{path}.{secrets.token_hex(4)}{PARTIAL_SUFFIX}"
+        partial = f"{path}.{_partial_tail(owner)}"
         fs.makedirs(path.rpartition("/")[0], exist_ok=True)
         fs.pipe_file(partial, data)
         try:
@@ -322,7 +368,9 @@ def _target_errors(path: str) -> Iterator[None]:
         yield
     except OSError as error:
         reason = error.strerror or str(error) or type(error).__name__
-        if isinstance(error, PermissionError | FileNotFoundError | NotADirectoryError):
+        if isinstance(
+            error, PermissionError | FileNotFoundError | NotADirectoryError | FileExistsError
+        ):
             raise TargetError(f"cannot write {path}: {reason}") from None
         if error.errno in _PERMANENT_ERRNOS:
             raise TargetError(f"cannot write {path}: {reason}") from None
@@ -337,7 +385,45 @@ def _timestamp(value: object) -> float | None:
     return None
 
 
-def _abort_stale_uploads(target: Target, folder: str, older_than: float) -> int:
+def _partial_tail(owner: str) -> str:
+    """The end of a partial file's name: its owner (`run-<run id>`), a random part, the
+    suffix."""
+    return f"{_OWNER_MARK}{owner}.{secrets.token_hex(4)}{PARTIAL_SUFFIX}"
+
+
+def partial_owner(path: str) -> str | None:
+    """The run id in a partial file's name, or None when it has none."""
+    parts = path.rpartition("/")[2].removesuffix(PARTIAL_SUFFIX).split(".")
+    if len(parts) < 3 or not parts[-2].startswith(_OWNER_MARK):
+        return None
+    return parts[-2].removeprefix(_OWNER_MARK) or None
+
+
+def modified_at(target: Target, path: str) -> float | None:
+    """When `path` was last written, on the target's own clock, or None if it is not there."""
+    try:
+        info = target.fs.info(path)
+    except FileNotFoundError:
+        return None
+    return _timestamp(info.get("mtime") or info.get("LastModified") or info.get("created"))
+
+
+def _abort_unclaimed_uploads(target: Target, folder: str, live_runs: Container[str]) -> int:
+    """Abort every pending upload under `folder` that no live run claims; drop the claims of
+    runs that are gone."""
+    claims_folder = target.path(CLAIMS_FOLDER)
+    try:
+        claims = [str(p) for p in target.fs.ls(claims_folder, detail=False)]
+    except FileNotFoundError:
+        claims = []
+    claimed = set()
+    for claim in claims:
+        owner, _, digest = claim.rpartition("/")[2].partition(".")
+        if owner in live_runs:
+            claimed.add(digest)
+        else:
+            with contextlib.suppress(OSError):
+                target.fs.rm(claim)
     bucket, _, prefix = folder.partition("/")
     try:
         uploads = target.fs.list_multipart_uploads(bucket)
@@ -346,10 +432,9 @@ def _abort_stale_uploads(target: Target, folder: str, older_than: float) -> int:
     removed = 0
     for upload in uploads:
         key = str(upload.get("Key", ""))
-        started = _timestamp(upload.get("Initiated"))
-        if not key.startswith(prefix.rstrip("/") + "/") or started is None:
+        if not key.startswith(prefix.rstrip("/") + "/"):
             continue
-        if time.time() - started > older_than:
+        if _key_digest(f"{bucket}/{key}") not in claimed:
             with contextlib.suppress(OSError):
                 target.fs.abort_mpu(bucket, key, upload["UploadId"])
                 removed += 1

@@ -2,12 +2,14 @@
 
 In order: what the caller passed in-process (the command line), a Prefect Secret block named by
 the connection, then REGARDS_TOKEN / REGARDS_PASSWORD in the environment of the process that
-runs the flow (a worker, a served deployment).
+runs the flow (a worker, a served deployment). A site's own OAuth2 client secret likewise:
+in-process, its Secret block, REGARDS_CLIENT_SECRET, else REGARDS' default.
 """
 
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from prefect.blocks.system import Secret
 from pydantic import SecretStr
@@ -17,18 +19,16 @@ from regards_order.settings import Connection
 
 
 async def resolve_credentials(connection: Connection) -> Connection:
-    """`connection` with its password or token filled in, or a ConfigurationError."""
-    if connection.token is not None or connection.password is not None:
-        return connection
+    """`connection` with its password or token (and client secret) filled in, or a
+    ConfigurationError."""
     update: dict[str, SecretStr] = {}
-    if connection.token_block:
-        update["token"] = SecretStr(await _secret(connection.token_block))
-    elif connection.password_block:
-        update["password"] = SecretStr(await _secret(connection.password_block))
-    elif os.environ.get("REGARDS_TOKEN"):
-        update["token"] = SecretStr(os.environ["REGARDS_TOKEN"])
-    elif os.environ.get("REGARDS_PASSWORD"):
-        update["password"] = SecretStr(os.environ["REGARDS_PASSWORD"])
+    if connection.client_secret is None:
+        if connection.client_secret_block:
+            update["client_secret"] = SecretStr(await _secret(connection.client_secret_block))
+        elif os.environ.get("REGARDS_CLIENT_SECRET"):
+            update["client_secret"] = SecretStr(os.environ["REGARDS_CLIENT_SECRET"])
+    if connection.token is None and connection.password is None:
+        update |= await _user_secret(connection)
     resolved = connection.model_copy(update=update)
     problem = resolved.credentials_problem()
     if problem is not None:
@@ -39,12 +39,24 @@ async def resolve_credentials(connection: Connection) -> Connection:
     return resolved
 
 
+async def _user_secret(connection: Connection) -> dict[str, SecretStr]:
+    if connection.token_block:
+        return {"token": SecretStr(await _secret(connection.token_block))}
+    if connection.password_block:
+        return {"password": SecretStr(await _secret(connection.password_block))}
+    if os.environ.get("REGARDS_TOKEN"):
+        return {"token": SecretStr(os.environ["REGARDS_TOKEN"])}
+    if os.environ.get("REGARDS_PASSWORD"):
+        return {"password": SecretStr(os.environ["REGARDS_PASSWORD"])}
+    return {}
+
+
 async def _secret(name: str) -> str:
     try:
-        block = await Secret.aload(name)
+        block: Secret[Any] = await Secret.aload(name)
     except ValueError as error:
         raise ConfigurationError(f"no Prefect Secret block named {name!r}: {error}") from None
-    value = block.get()
+    value: object = block.get()
     if not isinstance(value, str) or not value:
         raise ConfigurationError(f"the Secret block {name!r} does not hold a text value")
     return value

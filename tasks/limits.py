@@ -17,7 +17,6 @@ from prefect.client.schemas.actions import (
     GlobalConcurrencyLimitCreate,
     GlobalConcurrencyLimitUpdate,
 )
-from prefect.concurrency._asyncio import ConcurrencySlotAcquisitionError
 from prefect.concurrency.sync import concurrency
 from prefect.exceptions import ObjectNotFound
 from prefect.variables import Variable
@@ -25,6 +24,7 @@ from prefect.variables import Variable
 from regards_order.errors import SlotUnavailable
 from regards_order.settings import Connection
 from regards_order.stopping import pause
+from regards_order.tasks.prefect_internals import ConcurrencySlotAcquisitionError
 
 LIMIT_PREFIX = "regards-transfers-"
 
@@ -34,8 +34,11 @@ def limit_name(connection: Connection) -> str:
     return LIMIT_PREFIX + connection.user_key
 
 
-async def ensure_user_limit(connection: Connection, size: int) -> str:
-    """Create the user's limit if missing, or set its size; return its name."""
+async def ensure_user_limit(connection: Connection, size: int | None) -> str | None:
+    """Create the user's limit if missing, or set its size; return its name (None: no limit
+    asked for)."""
+    if size is None:
+        return None
     name = limit_name(connection)
     async with get_client() as client:
         try:

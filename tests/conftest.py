@@ -12,7 +12,10 @@ from collections.abc import Callable, Iterator
 
 os.environ.setdefault("PREFECT_HOME", tempfile.mkdtemp(prefix="regards-order-prefect-"))
 os.environ.pop("PREFECT_API_URL", None)
-os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+from regards_order.cli.server import SERVER_SETTINGS
+
+for _name, _value in SERVER_SETTINGS.items():
+    os.environ.setdefault(_name, _value)
 # moto's S3 accepts any credentials; never let a test reach real AWS with real ones.
 for _name, _value in {
     "AWS_ACCESS_KEY_ID": "testing",
@@ -24,12 +27,33 @@ for _name, _value in {
 os.environ.pop("AWS_PROFILE", None)
 
 import logging
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
-from targets import DeliveryTarget, make_target
+from hypothesis import settings
 
 from regards_order.simulator import Scenario, Simulator
+from tests.helpers.targets import DeliveryTarget, make_target
+
+# A busy machine makes examples slow, never wrong: no per-example deadline.
+settings.register_profile("patient", deadline=None)
+settings.load_profile("patient")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def cpu_hogs() -> Iterator[int]:
+    """With REGARDS_TEST_CPU_HOGS=N, N busy loops run for the whole session (make test-loaded):
+    every test then meets a machine whose cores are already taken."""
+    hogs = [
+        subprocess.Popen([sys.executable, "-c", "while True: pass"])
+        for _ in range(int(os.environ.get("REGARDS_TEST_CPU_HOGS") or 0))
+    ]
+    yield len(hogs)
+    for hog in hogs:
+        hog.terminate()
+        hog.wait()
 
 
 @pytest.fixture

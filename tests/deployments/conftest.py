@@ -9,15 +9,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
-from deploy_support import (
-    ORDER_SCHEDULED,
-    PrefectServer,
-    Served,
-    session_scenario,
-)
-from support import PASSWORD, USER
 
 from regards_order.simulator import Simulator
+from tests.helpers.deployments import ORDER_SCHEDULED, Served, session_scenario
+from tests.helpers.prefect_server import PrefectServer
+from tests.helpers.scenarios import PASSWORD, USER
 
 
 @pytest.fixture(scope="session")

@@ -8,7 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from deploy_support import (
+from prefect.exceptions import PrefectHTTPStatusError
+
+from regards_order.record import RECORD_FOLDER
+from regards_order.simulator import Simulator
+from tests.helpers.deployments import (
     FAST_OPTIONS,
     OPS_PASSWORD,
     OPS_USER,
@@ -18,17 +22,13 @@ from deploy_support import (
     ORDER_SECRET,
     ORDER_SERVE,
     ORDER_UNKNOWN,
-    PrefectServer,
     Served,
     assert_delivered,
     expected_files,
-    wait_until,
 )
-from prefect.exceptions import PrefectHTTPStatusError
-from support import PASSWORD, USER
-
-from regards_order.record import RECORD_FOLDER
-from regards_order.simulator import Simulator
+from tests.helpers.prefect_server import PrefectServer
+from tests.helpers.scenarios import PASSWORD, USER
+from tests.helpers.waiting import wait_until
 
 ON_DEMAND = "download-order"
 SCHEDULED = "download-order-scheduled"
@@ -147,7 +147,7 @@ def test_overlapping_runs_of_one_order_deliver_it_intact(
 def test_the_scheduled_deployment_is_registered_as_documented(
     prefect_server: PrefectServer, served: Served
 ) -> None:
-    from deployments.serve import DEFAULT_SCHEDULE, DEFAULT_TIMEZONE
+    from regards_order.deployments.serve import DEFAULT_SCHEDULE, DEFAULT_TIMEZONE
 
     deployment = prefect_server.deployment(SCHEDULED)
     assert DEFAULT_SCHEDULE == "0 2 * * *" and DEFAULT_TIMEZONE == "UTC"  # as the docs say
@@ -168,7 +168,7 @@ def test_the_scheduled_deployment_is_registered_as_documented(
     def planned() -> list[Any]:
         return [run for run in _runs(prefect_server, SCHEDULED) if run.state.is_scheduled()]
 
-    upcoming = wait_until(planned, 60, "the scheduler to plan runs of the scheduled deployment")
+    upcoming = wait_until(planned, "the scheduler to plan runs of the scheduled deployment")
     for run in upcoming:
         start = run.expected_start_time.astimezone(UTC)
         assert (start.hour, start.minute, start.second) == (2, 0, 0)

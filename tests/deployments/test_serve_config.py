@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from deployments.serve import DEFAULT_SCHEDULE, DEFAULT_TIMEZONE, deployments
+from regards_order.deployments.serve import DEFAULT_SCHEDULE, DEFAULT_TIMEZONE, deployments
 
 SITE = {
     "REGARDS_HOST": "https://regards.example.org",
@@ -44,7 +44,7 @@ def test_the_schedule_and_the_parameters_come_from_the_environment() -> None:
         "connection": connection,
     }
     for deployment in (on_demand, scheduled):
-        assert deployment.entrypoint == "flows.download_order.download_order"
+        assert deployment.entrypoint == "regards_order.flows.download_order.download_order"
         assert deployment.enforce_parameter_schema
 
 

@@ -8,10 +8,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from deploy_support import ORDER_UI, PrefectServer, assert_delivered, wait_until
 from playwright.sync_api import expect, sync_playwright
 
 from regards_order.simulator import Simulator
+from tests.helpers.deployments import ORDER_UI, assert_delivered
+from tests.helpers.prefect_server import PrefectServer
+from tests.helpers.waiting import wait_until
 
 CHROMIUM = Path("/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
@@ -50,8 +52,8 @@ def test_an_operator_runs_an_order_from_the_ui(
             expect(page.get_by_text("scheduled to start").first).to_be_visible()
             [flow_run_id] = wait_until(
                 lambda: prefect_server.runs_of("download-order", order_id=ORDER_UI),
-                UI_SECONDS,
                 "the run submitted from the UI",
+                timeout=UI_SECONDS,
             )
             page.goto(f"{prefect_server.url}/runs/flow-run/{flow_run_id}")
             # The server decides when the run is over; then the page must say Completed.

@@ -5,21 +5,10 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from deploy_support import (
-    FAST_OPTIONS,
-    ORDER_WORKER,
-    PREFECT,
-    REPO,
-    PrefectServer,
-    Served,
-    assert_delivered,
-    start_process,
-    stop_group,
-    tail,
-)
-from support import PASSWORD, USER
-
 from regards_order.simulator import Simulator
+from tests.helpers.deployments import FAST_OPTIONS, ORDER_WORKER, REPO, Served, assert_delivered
+from tests.helpers.prefect_server import PREFECT, PrefectServer, start_process, stop_group, tail
+from tests.helpers.scenarios import PASSWORD, USER
 
 POOL = "regards"
 
@@ -47,7 +36,7 @@ def test_prefect_yaml_deploys_to_a_work_pool_that_a_worker_runs(
         try:
             for deployment in (on_demand, scheduled):
                 assert deployment.work_pool_name == POOL
-                assert deployment.entrypoint == "flows.download_order.download_order"
+                assert deployment.entrypoint == "regards_order.flows.download_order.download_order"
                 assert deployment.pull_steps == []
                 assert deployment.parameters["connection"] == {
                     "host": regards.url,

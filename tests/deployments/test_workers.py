@@ -9,14 +9,14 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from deploy_support import PREFECT, PrefectServer, Served, start_process, stop_group, tail
-from support import PASSWORD, USER, scenario
-
-from flows.download_order import download_order
-from flows.download_orders import download_orders
+from regards_order.flows.download_order import download_order
+from regards_order.flows.download_orders import download_orders
 from regards_order.settings import Connection, DownloadOptions
 from regards_order.simulator import Simulator
 from regards_order.simulator.content import content_md5
+from tests.helpers.deployments import Served
+from tests.helpers.prefect_server import PREFECT, PrefectServer, start_process, stop_group, tail
+from tests.helpers.scenarios import PASSWORD, USER, scenario
 
 POOL = "regards-batch"
 DEPLOYMENT = "download-order-batch"

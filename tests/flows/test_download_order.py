@@ -10,80 +10,25 @@ from typing import Any
 
 import pytest
 from pydantic import SecretStr
-from support import FAST, LONG_LIVED_TOKEN, USER, connection_for, scenario
-from targets import DeliveryTarget
 
-from flows.download_order import download_order
-from regards_order.report import DeliveryIncomplete, OrderReport, Outcome
-from regards_order.settings import Connection, DownloadOptions
+from regards_order.report import Outcome
 from regards_order.simulator import Scenario, Simulator
 from regards_order.simulator.content import content_md5
+from tests.helpers.flow_runs import assert_all_delivered, run
+from tests.helpers.scenarios import (
+    FAST,
+    LONG_LIVED_TOKEN,
+    USER,
+    connection_for,
+    generated,
+    scenario,
+)
+from tests.helpers.targets import DeliveryTarget
+from tests.helpers.waiting import md5
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 
 Start = Callable[[Scenario], Simulator]
-
-
-def run(
-    order_id: int,
-    target: Path | DeliveryTarget,
-    connection: Connection,
-    options: DownloadOptions = FAST,
-) -> tuple[Any, OrderReport]:
-    """Run the flow; return its final state and its report (from the error when it failed)."""
-    state = run_state(order_id, target, connection, options)
-    result = state.result(raise_on_failure=False)
-    if isinstance(result, DeliveryIncomplete):
-        return state, result.report
-    assert isinstance(result, OrderReport), result
-    return state, result
-
-
-def run_state(
-    order_id: int,
-    target: Path | DeliveryTarget,
-    connection: Connection,
-    options: DownloadOptions = FAST,
-) -> Any:
-    """Run the flow and return its final state."""
-    if isinstance(target, DeliveryTarget):
-        url = target.url
-        options = options.model_copy(update={"storage_options": target.storage_options})
-    else:
-        url = str(target)
-    return asyncio.run(
-        download_order(
-            order_id=order_id,
-            target=url,
-            connection=connection,
-            options=options,
-            return_state=True,
-        )
-    )
-
-
-def md5_file(path: Path) -> str:
-    return hashlib.md5(path.read_bytes()).hexdigest()
-
-
-def assert_all_delivered(report: OrderReport, target: DeliveryTarget) -> None:
-    """Every file of the report is at the target, with the MD5 the report claims."""
-    for outcome in report.files:
-        assert outcome.outcome in (Outcome.DOWNLOADED, Outcome.SKIPPED), outcome
-        name = outcome.target.rsplit("/", 1)[1]
-        assert outcome.target.endswith(f"{target.root}/{name}")
-        assert hashlib.md5(target.read(name)).hexdigest() == outcome.md5
-    assert len(target.names()) == len(report.files)
-    assert target.leftovers() == [] and target.pending_uploads() == []
-
-
-def generated(order_id: int, count: int, size: int, **extra: Any) -> dict[str, Any]:
-    return {
-        "id": order_id,
-        "owner": USER,
-        "generate": [{"count": count, "size": size, "name": f"o{order_id}-{{i:03d}}.bin"}],
-        **extra,
-    }
 
 
 @pytest.mark.parametrize("dialect", ["current", "legacy", "docs"])
@@ -247,7 +192,7 @@ def test_a_file_failing_longer_than_its_retries_is_tried_again_while_the_order_r
     assert flaky.attempts == 2  # the second attempt of the second round
     stats = sim.stats()["files"]["1"]
     assert stats["requests"] == 6 and stats["completed"] == 1
-    assert md5_file(tmp_path / "flaky.bin") == flaky.md5
+    assert md5(tmp_path / "flaky.bin") == flaky.md5
 
 
 def test_a_file_that_cannot_be_verified_does_not_stall_the_order(
@@ -324,8 +269,8 @@ def test_server_side_errors_fail_the_order(start_simulator: Start, tmp_path: Pat
     )
     state, report = run(1, tmp_path, connection_for(sim))
     assert state.is_failed()
-    assert report.status == "DONE_WITH_WARNING"
-    assert "DONE_WITH_WARNING" in state.message
+    assert report.status == "DONE_WITH_WARNING" and report.files_in_error == 1
+    assert "1 file of order 1 in error on the server, which cannot deliver them" in state.message
     assert report.counts["downloaded"] == 2
 
 
@@ -394,7 +339,7 @@ def test_an_order_listed_afresh_is_downloaded_though_its_files_are_there(
     assert stats["downloads_completed"] == 12
     assert report.counts == {"downloaded": 12, "skipped": 0, "failed": 0}
     for entry in report.files:
-        assert md5_file(Path(entry.target)) == entry.md5
+        assert md5(Path(entry.target)) == entry.md5
 
 
 def test_file_damaged_at_target_is_fetched_again(
@@ -469,3 +414,28 @@ def test_artifacts_show_every_outcome(start_simulator: Start, tmp_path: Path) ->
     assert table.key == "order-77-files"
     assert "o77-000.bin" in str(table.data) and "downloaded" in str(table.data)
     assert progress.data == 100.0
+
+
+def test_every_size_is_recognised_as_verified_on_a_rerun(
+    start_simulator: Start, target: DeliveryTarget
+) -> None:
+    from regards_order.transfer import UPLOAD_PART_BYTES
+
+    sizes = {"empty.dat": 0, "one.dat": 1, "part.dat": UPLOAD_PART_BYTES}
+    sizes["part-and-one.dat"] = UPLOAD_PART_BYTES + 1
+    files = [{"filename": name, "size": size} for name, size in sizes.items()]
+    sim = start_simulator(scenario([{"id": 1, "owner": USER, "files": files}]))
+    state, first = run(1, target, connection_for(sim))
+    assert state.is_completed(), state.message
+    assert first.counts == {"downloaded": 4, "skipped": 0, "failed": 0}
+    assert_all_delivered(first, target)
+    assert {name: len(target.read(name)) for name in sizes} == sizes
+    if target.kind == "s3":  # multipart uploads both, of exactly one part and a byte more
+        etags = {name: target.fs.info(f"{target.root}/{name}")["ETag"] for name in sizes}
+        assert etags["part.dat"].strip('"').endswith("-1")
+        assert "-" in etags["part-and-one.dat"]
+    sent = sim.stats()["bytes_sent"]
+    state, second = run(1, target, connection_for(sim))
+    assert state.is_completed(), state.message
+    assert second.counts == {"downloaded": 0, "skipped": 4, "failed": 0}
+    assert sim.stats()["bytes_sent"] == sent  # not a byte fetched again, the empty file included

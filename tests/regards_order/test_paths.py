@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from regards_order.models import OrderFile
-from regards_order.paths import MAX_NAME_BYTES, NamePlanner, sanitize_filename
+from regards_order.paths import MAX_NAME_BYTES, choose_name, sanitize_filename
 
 
 def _file(file_id: int | None, name: str, url: str = "") -> OrderFile:
@@ -55,25 +55,15 @@ def test_any_name_becomes_one_safe_component(name: str) -> None:
 
 
 def test_clashing_names_are_both_kept() -> None:
-    planner = NamePlanner()
-    a = planner.name_for(_file(10, "data.nc"))
-    b = planner.name_for(_file(11, "data.nc"))
-    c = planner.name_for(_file(12, "data.11.nc"))
-    assert a == "data.nc"
-    assert b == "data.11.nc"
-    assert len({a, b, c}) == 3
-    assert planner.name_for(_file(11, "data.nc")) == b
-
-
-def test_names_given_by_an_earlier_run_are_kept() -> None:
-    planner = NamePlanner({"11": "data.nc"})
-    assert planner.name_for(_file(10, "data.nc")) == "data.10.nc"
-    assert planner.name_for(_file(11, "data.nc")) == "data.nc"
+    taken: set[str] = set()
+    for file_id, filename in ((10, "data.nc"), (11, "data.nc"), (12, "data.11.nc")):
+        taken.add(choose_name(_file(file_id, filename), taken))
+    assert taken == {"data.nc", "data.11.nc", "data.11.12.nc"}
 
 
 def test_files_without_id_get_a_stable_discriminator() -> None:
-    planner = NamePlanner()
-    one = planner.name_for(_file(None, "x.txt", url="https://h/a"))
-    two = planner.name_for(_file(None, "x.txt", url="https://h/b"))
+    one = choose_name(_file(None, "x.txt", url="https://h/a"), set())
+    two = choose_name(_file(None, "x.txt", url="https://h/b"), {one})
     assert one == "x.txt" and two != one and two.endswith(".txt")
+    assert two == choose_name(_file(None, "x.txt", url="https://h/b"), {one})
     assert os.sep not in two

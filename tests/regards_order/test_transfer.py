@@ -44,7 +44,7 @@ def _leftovers(target: Target) -> list[str]:
 
 def test_verified_bytes_are_committed(target: Target) -> None:
     path = target.path("file.bin")
-    written = write_verified(target, path, _chunks(), md5=MD5, size=len(DATA))
+    written = write_verified(target, path, _chunks(), md5=MD5, size=len(DATA), owner="t")
     assert written.md5 == MD5 and written.size == len(DATA)
     assert target.fs.cat_file(path) == DATA
     assert _leftovers(target) == []
@@ -54,7 +54,7 @@ def test_verified_bytes_are_committed(target: Target) -> None:
 def test_checksum_mismatch_leaves_nothing(target: Target) -> None:
     path = target.path("file.bin")
     with pytest.raises(ChecksumMismatch):
-        write_verified(target, path, _chunks(), md5="0" * 32, size=len(DATA))
+        write_verified(target, path, _chunks(), md5="0" * 32, size=len(DATA), owner="t")
     assert not target.fs.exists(path)
     assert _leftovers(target) == []
 
@@ -62,7 +62,7 @@ def test_checksum_mismatch_leaves_nothing(target: Target) -> None:
 def test_size_mismatch_leaves_nothing(target: Target) -> None:
     path = target.path("file.bin")
     with pytest.raises(SizeMismatch):
-        write_verified(target, path, _chunks(), md5=MD5, size=len(DATA) + 1)
+        write_verified(target, path, _chunks(), md5=MD5, size=len(DATA) + 1, owner="t")
     assert not target.fs.exists(path)
 
 
@@ -76,7 +76,7 @@ def test_broken_stream_removes_the_partial_and_keeps_the_old_file(target: Target
         raise TruncatedBody("cut")
 
     with pytest.raises(TruncatedBody):
-        write_verified(target, path, broken(), md5=MD5, size=len(DATA))
+        write_verified(target, path, broken(), md5=MD5, size=len(DATA), owner="t")
     assert target.fs.cat_file(path) == b"previous"
     assert _leftovers(target) == []
 
@@ -90,7 +90,9 @@ def test_a_large_file_hashed_beside_the_write_is_committed_when_it_matches(
     target: Target,
 ) -> None:
     path = target.path("big.bin")
-    written = write_verified(target, path, _chunks(BIG, 65_536), md5=BIG_MD5, size=len(BIG))
+    written = write_verified(
+        target, path, _chunks(BIG, 65_536), md5=BIG_MD5, size=len(BIG), owner="t"
+    )
     assert written.md5 == BIG_MD5
     assert hashlib.md5(target.fs.cat_file(path)).hexdigest() == BIG_MD5
     assert _leftovers(target) == []
@@ -100,7 +102,9 @@ def test_a_large_corrupt_file_hashed_beside_the_write_leaves_nothing(target: Tar
     path = target.path("big.bin")
     corrupt = BIG[:1000] + bytes([BIG[1000] ^ 1]) + BIG[1001:]
     with pytest.raises(ChecksumMismatch):
-        write_verified(target, path, _chunks(corrupt, 65_536), md5=BIG_MD5, size=len(BIG))
+        write_verified(
+            target, path, _chunks(corrupt, 65_536), md5=BIG_MD5, size=len(BIG), owner="t"
+        )
     assert not target.fs.exists(path)
     assert _leftovers(target) == []
 
@@ -130,7 +134,7 @@ def test_read_only_target_is_a_clear_permanent_error(tmp_path: Path) -> None:
     folder.chmod(0o500)
     target = open_target(str(folder))
     with pytest.raises(TargetError, match="cannot write"):
-        write_verified(target, target.path("f"), _chunks(), md5=MD5, size=len(DATA))
+        write_verified(target, target.path("f"), _chunks(), md5=MD5, size=len(DATA), owner="t")
 
 
 def test_target_that_is_a_file_is_a_clear_permanent_error(tmp_path: Path) -> None:
@@ -138,4 +142,4 @@ def test_target_that_is_a_file_is_a_clear_permanent_error(tmp_path: Path) -> Non
     blocker.write_bytes(b"x")
     target = open_target(str(blocker / "sub"))
     with pytest.raises(TargetError, match="cannot write"):
-        write_verified(target, target.path("f"), _chunks(), md5=MD5, size=len(DATA))
+        write_verified(target, target.path("f"), _chunks(), md5=MD5, size=len(DATA), owner="t")

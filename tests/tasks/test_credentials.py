@@ -10,12 +10,12 @@ import pytest
 from prefect.blocks.system import Secret
 from prefect.client.orchestration import get_client
 from pydantic import SecretStr
-from support import FAST, LONG_LIVED_TOKEN, PASSWORD, USER, connection_for, scenario
 
-from flows.download_order import download_order
 from regards_order.errors import ConfigurationError
+from regards_order.flows.download_order import download_order
 from regards_order.simulator import Scenario, Simulator
-from tasks.credentials import resolve_credentials
+from regards_order.tasks.credentials import resolve_credentials
+from tests.helpers.scenarios import FAST, LONG_LIVED_TOKEN, PASSWORD, USER, connection_for, scenario
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 

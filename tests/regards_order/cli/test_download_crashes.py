@@ -6,88 +6,103 @@ import asyncio
 import hashlib
 import json
 import signal
-import subprocess
-import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-from support import LONG_LIVED_TOKEN, PASSWORD, USER, scenario
-from test_cli import CLI, download_args
+import pytest
 
 from regards_order.record import RECORD_FOLDER
 from regards_order.simulator import Scenario, Simulator
 from regards_order.simulator.content import content_md5
+from tests.helpers.cli import download_args, file_stats, start_cli
+from tests.helpers.scenarios import LONG_LIVED_TOKEN, PASSWORD, USER, scenario
+from tests.helpers.targets import DeliveryTarget, make_target
+from tests.helpers.waiting import md5, wait_until
 
 Start = Callable[[Scenario], Simulator]
 MiB = 1024 * 1024
 
 
-def start_cli(args: list[str], api: str, **env: str) -> subprocess.Popen[str]:
-    import os
-
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("REGARDS_")}
-    environment.update({"PREFECT_API_URL": api, "REGARDS_PASSWORD": PASSWORD, **env})
-    return subprocess.Popen(
-        [CLI, *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        stdin=subprocess.DEVNULL,
-        text=True,
-        env=environment,
-    )
-
-
-def wait_until(condition: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.05)
-
-
-def file_stats(sim: Simulator, file_id: int) -> dict[str, Any]:
-    stats: dict[str, Any] = sim.stats()["files"][str(file_id)]
-    return stats
-
-
-def delivered(target: Path) -> list[str]:
-    return sorted(p.name for p in target.iterdir() if not p.name.startswith("."))
-
-
-def test_sigkill_mid_file_then_resume_fetches_the_forgotten_file(
-    start_simulator: Start, tmp_path: Path, prefect_api: str
-) -> None:
+def big_order(order_id: int, stall: float) -> Scenario:
+    """An order of three small files and a 24 MiB one whose first download stalls midway
+    (after 12 MiB: on S3 the multipart upload has begun by then)."""
     big = {
         "id": 1,
         "filename": "big.nc",
-        "size": 8 * MiB,
-        "faults": [{"kind": "stall", "at_byte": 2 * MiB, "seconds": 1.5}],
+        "size": 24 * MiB,
+        "faults": [{"kind": "stall", "at_byte": 12 * MiB, "seconds": stall}],
     }
-    sim = start_simulator(
-        scenario(
-            [{"id": 5, "owner": USER, "files": [big], "generate": [{"count": 3, "size": 1000}]}]
-        )
-    )
-    target = tmp_path / "t"
-    process = start_cli(download_args(sim, 5, target, "--concurrency", "1"), prefect_api)
-    wait_until(lambda: file_stats(sim, 1)["bytes_written"] >= 2 * MiB, "the big file midway")
+    small = [{"count": 3, "size": 1000}]
+    return scenario([{"id": order_id, "owner": USER, "files": [big], "generate": small}])
+
+
+def target_args(target: DeliveryTarget, args: list[str]) -> list[str]:
+    args[args.index("--target") + 1] = target.url
+    if target.endpoint:
+        args += ["--storage-option", f"endpoint_url={target.endpoint}"]
+    return args
+
+
+def writing_midway(target: DeliveryTarget, sim: Simulator) -> bool:
+    """The big file is halfway, and its partial (or its multipart upload) is at the target."""
+    if file_stats(sim, 1)["bytes_written"] < 12 * MiB:
+        return False
+    return bool(target.pending_uploads() if target.kind == "s3" else target.leftovers())
+
+
+@pytest.fixture(params=["local", "s3"])
+def cli_target(request: pytest.FixtureRequest, tmp_path: Path) -> DeliveryTarget:
+    endpoint = request.getfixturevalue("s3_endpoint") if request.param == "s3" else None
+    return make_target(request.param, str(tmp_path), endpoint)
+
+
+def test_sigkill_mid_file_then_a_rerun_delivers_all_and_leaves_nothing_else(
+    start_simulator: Start, cli_target: DeliveryTarget, prefect_api: str
+) -> None:
+    sim = start_simulator(big_order(5, stall=5.0))
+    args = target_args(cli_target, download_args(sim, 5, Path("unused"), "--concurrency", "1"))
+    process = start_cli(args, prefect_api)
+    wait_until(lambda: writing_midway(cli_target, sim), "the big file midway, partly written")
     process.kill()
     process.wait(timeout=30)
     assert process.returncode == -signal.SIGKILL
     # The server noticed the abort: the file left the available list for good.
     wait_until(lambda: sim.state.file_state(1) == "DOWNLOAD_ERROR", "the server to see the abort")
-    assert not (target / "big.nc").exists()  # no partial file at the final path
-    record = json.loads((target / RECORD_FOLDER / "order-5.json").read_text())
+    assert "big.nc" not in cli_target.names()  # nothing at the final path
+    record = json.loads(cli_target.read(f"{RECORD_FOLDER}/order-5.json"))
     assert "1" in record["files"]  # ...but the durable record remembers it
 
-    rerun = start_cli(download_args(sim, 5, target, "--json"), prefect_api)
-    out, err = rerun.communicate(timeout=180)
+    rerun = start_cli([*args, "--json"], prefect_api)
+    out, err = rerun.communicate(timeout=300)
     assert rerun.returncode == 0, err
     report = json.loads(out)
     assert report["ok"] and len(report["files"]) == 4
-    assert hashlib.md5((target / "big.nc").read_bytes()).hexdigest() == content_md5(5, 1, 8 * MiB)
+    assert md5(cli_target.read("big.nc")) == content_md5(5, 1, 24 * MiB)
     assert file_stats(sim, 1)["completed"] == 1 and file_stats(sim, 1)["aborted"] == 1
-    assert delivered(target) == ["big.nc", "file-00000.dat", "file-00001.dat", "file-00002.dat"]
+    # Only the delivered files and the record: the dead run's partial, its pending upload and
+    # its lease are gone, though it died seconds ago.
+    names = ["big.nc", "file-00000.dat", "file-00001.dat", "file-00002.dat"]
+    assert cli_target.everything() == sorted([*names, f"{RECORD_FOLDER}/order-5.json"])
+    assert cli_target.pending_uploads() == []
+
+
+def test_a_live_runs_partial_is_never_taken_for_a_dead_ones(
+    start_simulator: Start, cli_target: DeliveryTarget, prefect_api: str
+) -> None:
+    sim = start_simulator(big_order(8, stall=600.0))
+    args = target_args(cli_target, download_args(sim, 8, Path("unused"), "--concurrency", "1"))
+    stalled = start_cli(args, prefect_api)
+    try:
+        wait_until(lambda: writing_midway(cli_target, sim), "the first run midway, stalled")
+        second = start_cli(args, prefect_api)  # the same order, the same target, meanwhile
+        _, err = second.communicate(timeout=300)
+        assert second.returncode == 0, err
+        assert md5(cli_target.read("big.nc")) == content_md5(8, 1, 24 * MiB)
+        # The first run still writes: its partial (or upload) is still there.
+        assert writing_midway(cli_target, sim), "the second run removed a live run's partial"
+    finally:
+        stalled.kill()
+        stalled.wait(timeout=30)
 
 
 def test_sigterm_stops_cleanly_and_says_what_is_left(

@@ -11,12 +11,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support import FAST, USER, connection_for, scenario
-from test_download_order import generated, run, run_state
 
 from regards_order.report import Outcome
 from regards_order.simulator import Scenario, Simulator
 from regards_order.simulator.content import content_md5
+from tests.helpers.flow_runs import run, run_state
+from tests.helpers.scenarios import FAST, USER, connection_for, generated, scenario
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 
@@ -146,7 +146,7 @@ def test_two_runs_of_one_order_at_once(start_simulator: Start, tmp_path: Path) -
     connection = connection_for(sim)
 
     async def both() -> list[Any]:
-        from flows.download_order import download_order
+        from regards_order.flows.download_order import download_order
 
         runs = [
             download_order(

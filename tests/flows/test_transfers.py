@@ -9,13 +9,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support import FAST, USER, connection_for, scenario
-from test_download_order import generated, run
 
-from flows.download_order import download_order
+from regards_order.flows.download_order import download_order
 from regards_order.settings import TaskRunnerKind
 from regards_order.simulator import Scenario, Simulator
-from tasks.limits import limit_name
+from regards_order.tasks.limits import limit_name
+from tests.helpers.flow_runs import run
+from tests.helpers.scenarios import FAST, USER, connection_for, generated, scenario
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 

@@ -1,4 +1,4 @@
-"""Helpers shared by the tests: scenarios, connections, fast options."""
+"""Scenarios of the simulator, the test user's connection to it, fast pacing."""
 
 from __future__ import annotations
 
@@ -23,6 +23,16 @@ def scenario(orders: list[dict[str, Any]], **settings: Any) -> Scenario:
     }
     document.update(settings)
     return Scenario.model_validate(document)
+
+
+def generated(order_id: int, count: int, size: int, **extra: Any) -> dict[str, Any]:
+    """An order of the test user with `count` generated files of `size` bytes."""
+    return {
+        "id": order_id,
+        "owner": USER,
+        "generate": [{"count": count, "size": size, "name": f"o{order_id}-{{i:03d}}.bin"}],
+        **extra,
+    }
 
 
 def connection_for(simulator: Simulator, **overrides: Any) -> Connection:

@@ -4,78 +4,18 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from support import LONG_LIVED_TOKEN, PASSWORD, USER, scenario
 
 from regards_order.simulator import Scenario, Simulator
 from regards_order.simulator.content import content_md5
+from tests.helpers.cli import assert_no_secret_and_no_traceback, cli, download_args, last_line
+from tests.helpers.scenarios import LONG_LIVED_TOKEN, PASSWORD, USER, scenario
 
 Start = Callable[[Scenario], Simulator]
-CLI = str(Path(sys.executable).with_name("regards-order"))
-
-
-def cli(
-    *args: str, env: dict[str, str] | None = None, api: str | None = None, timeout: float = 180
-) -> subprocess.CompletedProcess[str]:
-    """Run the command line; with `api`, against the session's Prefect API (faster start)."""
-    environment = {
-        key: value for key, value in os.environ.items() if not key.startswith("REGARDS_")
-    }
-    environment.pop("PREFECT_API_URL", None)
-    if api:
-        environment["PREFECT_API_URL"] = api
-    environment.update(env or {})
-    return subprocess.run(
-        [CLI, *args],
-        capture_output=True,
-        text=True,
-        env=environment,
-        timeout=timeout,
-        stdin=subprocess.DEVNULL,
-        check=False,
-    )
-
-
-def download_args(sim: Simulator, order_id: int, target: Path, *extra: str) -> list[str]:
-    return [
-        "download",
-        str(order_id),
-        "--host",
-        sim.url,
-        "--project",
-        "test",
-        "--username",
-        USER,
-        "--target",
-        str(target),
-        "--poll-interval",
-        "0.05",
-        "--max-poll-interval",
-        "0.2",
-        "--retry-delay",
-        "0",
-        "--retries",
-        "2",
-        *extra,
-    ]
-
-
-def assert_no_secret_and_no_traceback(result: subprocess.CompletedProcess[str]) -> None:
-    output = result.stdout + result.stderr
-    assert PASSWORD not in output
-    assert LONG_LIVED_TOKEN not in output
-    assert "Traceback" not in output
-
-
-def last_line(text: str) -> str:
-    return text.strip().splitlines()[-1]
 
 
 def test_download_with_json_report_and_embedded_prefect(
@@ -185,23 +125,33 @@ def test_token_instead_of_password(
 
 
 @pytest.mark.parametrize(
-    ("order", "expected"),
+    ("order", "status", "end", "expected"),
     [
-        (None, "order 6: HTTP 404"),
-        ({"owner": "other@example.org"}, "order 6: HTTP 403"),
-        ({"state": "expired"}, "order 6 is EXPIRED"),
+        (None, "UNKNOWN", "not found", "order 6: HTTP 404"),
+        ({"owner": "other@example.org"}, "UNKNOWN", "forbidden", "order 6: HTTP 403"),
+        ({"state": "expired"}, "EXPIRED", "gone", "order 6 is EXPIRED"),
+        ({"state": "deleted"}, "DELETED", "gone", "order 6 is DELETED"),
     ],
 )
-def test_undeliverable_order_exits_1_in_one_line(
-    start_simulator: Start, tmp_path: Path, order: dict[str, Any] | None, expected: str
+def test_undeliverable_order_exits_1_with_its_report(
+    start_simulator: Start,
+    tmp_path: Path,
+    order: dict[str, Any] | None,
+    status: str,
+    end: str,
+    expected: str,
 ) -> None:
     orders = [] if order is None else [{"id": 6, "owner": USER, "files": [], **order}]
     sim = start_simulator(scenario(orders))
-    result = cli(*download_args(sim, 6, tmp_path), env={"REGARDS_PASSWORD": PASSWORD})
+    result = cli(*download_args(sim, 6, tmp_path, "--json"), env={"REGARDS_PASSWORD": PASSWORD})
     assert result.returncode == 1
     assert result.stderr.count("\n") == 1
-    assert result.stderr.startswith("regards-order: error: ") and expected in result.stderr
-    assert result.stdout == ""
+    assert result.stderr.startswith("regards-order: order 6 not delivered: ")
+    assert expected in result.stderr
+    report = json.loads(result.stdout)  # a script reading stdout gets its document
+    assert (report["order_id"], report["status"], report["end"]) == (6, status, end)
+    assert report["ok"] is False and report["files"] == []
+    assert [p for p in report["problems"] if expected in p]
     assert list(tmp_path.iterdir()) == []
     assert_no_secret_and_no_traceback(result)
 
@@ -396,3 +346,51 @@ def test_unknown_host_is_one_clear_line(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert result.stderr.startswith("regards-order: error: order 1: cannot reach ")
     assert result.stderr.count("\n") == 1
+
+
+def test_a_failed_order_and_a_passed_deadline_still_print_the_report(
+    start_simulator: Start, tmp_path: Path, prefect_api: str
+) -> None:
+    lost = [{"filename": f"lost-{i}.bin", "size": 10, "in_error": True} for i in range(2)]
+    paused = {"id": 22, "owner": USER, "state": "paused", "generate": [{"count": 1, "size": 9}]}
+    sim = start_simulator(scenario([{"id": 21, "owner": USER, "files": lost}, paused]))
+    env = {"REGARDS_PASSWORD": PASSWORD}
+    failed = cli(*download_args(sim, 21, tmp_path / "a", "--json"), env=env, api=prefect_api)
+    assert failed.returncode == 1, failed.stderr
+    report = json.loads(failed.stdout)
+    assert (report["status"], report["end"], report["ok"]) == ("FAILED", "complete", False)
+    assert report["files_in_error"] == 2
+    assert report["problems"] == [
+        "2 files of order 21 in error on the server, which cannot deliver them"
+    ]
+    late = cli(
+        *download_args(sim, 22, tmp_path / "b", "--json", "--timeout", "1"),
+        env=env,
+        api=prefect_api,
+    )
+    assert late.returncode == 1, late.stderr
+    report = json.loads(late.stdout)
+    assert (report["status"], report["end"], report["ok"]) == ("PAUSED", "deadline", False)
+    assert report["warnings"] == ["order 22 is paused on the server"]
+    assert_no_secret_and_no_traceback(failed)
+    assert_no_secret_and_no_traceback(late)
+
+
+def test_a_prefect_server_that_cannot_start_is_one_line_with_the_remedy(
+    start_simulator: Start, tmp_path: Path
+) -> None:
+    sim = start_simulator(
+        scenario([{"id": 23, "owner": USER, "generate": [{"count": 1, "size": 9}]}])
+    )
+    result = cli(
+        *download_args(sim, 23, tmp_path, "--json"),
+        env={"REGARDS_PASSWORD": PASSWORD, "REGARDS_PREFECT_START_TIMEOUT": "0.001"},
+    )
+    assert result.returncode == 1
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert "the temporary Prefect server did not answer within 0.001 s" in result.stderr
+    assert "prefect server start" in result.stderr and "PREFECT_API_URL" in result.stderr
+    report = json.loads(result.stdout)
+    assert (report["end"], report["ok"], report["status"]) == ("broken", False, "UNKNOWN")
+    assert sim.stats()["files"]["1"]["requests"] == 0  # nothing was downloaded meanwhile
+    assert_no_secret_and_no_traceback(result)
