@@ -1,12 +1,31 @@
 """State machine of the REGARDS simulator: tokens, orders, suborders, files and statistics.
 
 Everything lives behind one lock. Time is evaluated lazily: every entry point first calls
-``_tick()``, which finishes due restorations, retires drained suborders and starts pending ones
-within each user's limit of active (RESTORING or WAITING) suborders.
+``_tick()``, which finishes due restorations, retires drained suborders, starts pending ones
+within each user's limit of active (RESTORING or WAITING) suborders, then runs what the real
+server's order maintenance runs every second (``_maintain``).
+
+The rules modelled on rs-order:
+
+- A file becomes DOWNLOADED only once its whole body has been read. Any other end of a served
+  download (a body cut short, a client gone) and every non-200 answer passed through from storage
+  (a per-file ``status`` fault, a download quota exceeded) makes it DOWNLOAD_ERROR, with the
+  message the server records in ``downloadError``. The order service's own refusals (403 not
+  yours, 422 file in ERROR, 202 file still PENDING) leave the file as it is.
+- A suborder waits for the user while it holds an AVAILABLE file: a DOWNLOAD_ERROR file does not
+  hold it, so the next suborder may start.
+- While an order is RUNNING (or PAUSED): ``percentCompleted`` is the share of its bytes restored
+  (any state but PENDING), ``filesInErrorCount`` its ERROR files, ``availableFilesCount`` its
+  AVAILABLE files; at 100 % it becomes DONE, FAILED (every file in ERROR) or DONE_WITH_WARNING.
+  Those values then freeze, except that once no suborder waits for the user, a DONE order with a
+  DOWNLOAD_ERROR file turns DONE_WITH_WARNING (for good), and ``availableFilesCount`` drops to 0
+  when nothing is AVAILABLE any more.
+- An order without any file has no dataset task: DONE_WITH_WARNING from the start.
 """
 
 from __future__ import annotations
 
+import http
 import math
 import secrets
 import threading
@@ -32,6 +51,9 @@ from regards_order.simulator.scenario import (
 JSON = dict[str, Any]
 ENDPOINTS: tuple[Endpoint, ...] = ("token", "order", "files", "download")
 FINAL_STATUSES = frozenset({"DONE", "DONE_WITH_WARNING", "FAILED"})
+# Orders whose completion the maintenance recomputes, and those it only tidies up.
+_COMPUTED = frozenset({"RUNNING", "PAUSED"})
+_FINISHED = frozenset({"DONE", "DONE_WITH_WARNING", "FAILED", "EXPIRED"})
 _ACTIVE = frozenset({"RESTORING", "WAITING"})
 _SERVABLE = frozenset({"AVAILABLE", "DOWNLOADED", "DOWNLOAD_ERROR"})
 _GONE = frozenset({"expired", "deleted"})
@@ -47,6 +69,13 @@ class ApiError(Exception):
         self.status = status
         self.message = message
         self.retry_after = retry_after
+
+
+def _phrase(status: int) -> str:
+    try:
+        return http.HTTPStatus(status).phrase
+    except ValueError:
+        return f"HTTP {status}"
 
 
 def iso(moment: datetime) -> str:
@@ -79,6 +108,7 @@ class _File:
     suborder: _SubOrder | None = None
     checksum: str = ""
     state: str = "PENDING"
+    download_error: str | None = None  # the server's ``downloadError``
     counts: Counter[str] = field(default_factory=Counter)  # requests, bytes_sent, completed...
 
 
@@ -100,8 +130,16 @@ class _Order:
     files: list[_File] = field(default_factory=list)
     suborders: list[_SubOrder] = field(default_factory=list)
     counts: Counter[str] = field(default_factory=Counter)
-    status: str = ""
+    status: str = "PENDING"
     status_date: str = ""
+    history: list[str] = field(default_factory=lambda: ["PENDING"])
+    # What the server stores and the maintenance updates (see the module docstring).
+    percent: int = 0
+    in_error: int = 0
+    available_count: int = 0
+    waiting: bool = False
+    total_bytes: int = 0
+    pending_bytes: int = 0
 
 
 @dataclass(frozen=True)
@@ -148,6 +186,9 @@ class SimState:
             order = _Order(
                 spec, spec.expiration_date or default_expiry, iso(now), status_date=iso(now)
             )
+            if spec.state != "normal":
+                order.status = spec.state.upper()
+                order.history = [order.status]
             order.files = [_File(r, order, _FaultQueue(r.faults)) for r in resolved[spec.id]]
             groups = _split(order.files, scenario.suborder_max_files, scenario.suborder_max_bytes)
             order.suborders = [_SubOrder(order, i, g) for i, g in enumerate(groups)]
@@ -155,6 +196,7 @@ class SimState:
                 for f in sub.files:
                     f.suborder = sub
             order.counts["PENDING"] = len(order.files)
+            order.total_bytes = order.pending_bytes = sum(f.spec.size for f in order.files)
             self._orders[spec.id] = order
             self._files.update((f.spec.id, f) for f in order.files)
             self._suborders += order.suborders
@@ -196,11 +238,19 @@ class SimState:
 
     def _set(self, f: _File, state: str) -> None:
         # Keep per-order counts and per-suborder AVAILABLE counts incremental: ticks stay cheap.
-        f.order.counts[f.state] -= 1
-        f.order.counts[state] += 1
+        order = f.order
+        order.counts[f.state] -= 1
+        order.counts[state] += 1
+        order.pending_bytes += f.spec.size * ((state == "PENDING") - (f.state == "PENDING"))
         if f.suborder is not None:
             f.suborder.available += (state == "AVAILABLE") - (f.state == "AVAILABLE")
         f.state = state
+
+    def _download_error(self, f: _File, message: str) -> None:
+        """A download that did not end with the whole body read: what rs-order records."""
+        self._set(f, "DOWNLOAD_ERROR")
+        f.download_error = message
+        f.counts["download_errors"] += 1
 
     def _advance(self, sub: _SubOrder, now: float) -> None:
         if sub.state == "RESTORING" and now - sub.started >= self.scenario.restore_seconds:
@@ -229,21 +279,39 @@ class SimState:
             active[owner] += sub.state in _ACTIVE
         for owner, n in active.items():
             self._max_active[owner] = max(self._max_active.get(owner, 0), n)
+        waiting = {id(sub.order) for sub in self._suborders if sub.state == "WAITING"}
         for order in self._orders.values():
-            status = self._status(order)
-            if status != order.status:
-                order.status, order.status_date = status, iso(datetime.now(UTC))
+            order.waiting = id(order) in waiting
+            self._maintain(order)
 
-    def _status(self, order: _Order) -> str:
-        if order.spec.state != "normal":
-            return order.spec.state.upper()
-        subs = order.suborders
-        if all(s.state in ("WAITING", "DONE") for s in subs):
-            errors = order.counts["ERROR"]
-            if errors == 0:
-                return "DONE"
-            return "FAILED" if errors == len(order.files) else "DONE_WITH_WARNING"
-        return "RUNNING" if any(s.state != "PENDING" for s in subs) else "PENDING"
+    def _maintain(self, order: _Order) -> None:
+        """What ``OrderMaintenanceService.updateTenantOrdersComputations`` does to one order."""
+        counts = order.counts
+        if order.status == "PENDING":  # the creation completes: an order with no file is empty
+            self._set_status(order, "RUNNING" if order.files else "DONE_WITH_WARNING")
+        if order.files and order.status in _COMPUTED:
+            total = order.total_bytes
+            order.percent = (total - order.pending_bytes) * 100 // total if total else 100
+            order.in_error = counts["ERROR"]
+            order.available_count = counts["AVAILABLE"]
+            if order.percent == 100:
+                errors = order.in_error
+                if errors == 0:
+                    self._set_status(order, "DONE")
+                elif errors == len(order.files):
+                    self._set_status(order, "FAILED")
+                else:
+                    self._set_status(order, "DONE_WITH_WARNING")
+        elif order.status in _FINISHED and not order.waiting and order.available_count > 0:
+            if order.status == "DONE" and counts["DOWNLOAD_ERROR"] > 0:
+                self._set_status(order, "DONE_WITH_WARNING")
+            if counts["AVAILABLE"] == 0:
+                order.available_count = 0
+
+    def _set_status(self, order: _Order, status: str) -> None:
+        if status != order.status:
+            order.status, order.status_date = status, iso(datetime.now(UTC))
+            order.history.append(status)
 
     # ---- authentication --------------------------------------------------------------------
 
@@ -327,17 +395,15 @@ class SimState:
         with self._lock:
             self._tick()
             order = self._owned(order_id, user)
-            total, counts = len(order.files), order.counts
-            restored = total - counts["PENDING"]
             return {
                 "id": order.spec.id,
                 "owner": order.spec.owner,
                 "label": order.spec.label,
                 "status": order.status,
-                "percentCompleted": restored * 100 // total if total else 100,
-                "availableFilesCount": counts["AVAILABLE"],
-                "filesInErrorCount": counts["ERROR"],
-                "waitingForUser": any(s.state == "WAITING" for s in order.suborders),
+                "percentCompleted": order.percent,
+                "availableFilesCount": order.available_count,
+                "filesInErrorCount": order.in_error,
+                "waitingForUser": order.waiting,
                 "expirationDate": order.expiration,
                 "statusDate": order.status_date,
                 "creationDate": order.created,
@@ -439,7 +505,12 @@ class SimState:
                 raise ApiError(202, "File is not restored yet")
             fault = f.faults.take()
             if isinstance(fault, StatusFault):
-                raise ApiError(fault.status, "Simulated fault", fault.retry_after)
+                # rs-order passes storage's answer through and records its reason phrase.
+                phrase = _phrase(fault.status)
+                self._download_error(f, phrase)
+                raise ApiError(
+                    fault.status, f"Simulated storage answer: {phrase}", fault.retry_after
+                )
             self._in_flight[user] += 1
             self._max_in_flight[user] = max(self._max_in_flight.get(user, 0), self._in_flight[user])
             r = f.spec
@@ -458,7 +529,14 @@ class SimState:
             outcome = "completed" if complete else "aborted"
             f.counts.update({"bytes_sent": sent, outcome: 1})
             self._counts.update({"bytes_sent": sent, f"downloads_{outcome}": 1})
-            self._set(f, "DOWNLOADED" if complete else "DOWNLOAD_ERROR")
+            if complete:
+                self._set(f, "DOWNLOADED")
+            else:
+                self._download_error(
+                    f,
+                    "Cannot completely retrieve data file from storage, "
+                    f"only {sent}/{plan.size} bytes",
+                )
             self._tick()
 
     # ---- introspection ---------------------------------------------------------------------
@@ -478,20 +556,33 @@ class SimState:
         with self._lock:
             self._tick()
             zero = dict.fromkeys(
-                ("requests", "bytes_sent", "bytes_written", "completed", "aborted"), 0
+                (
+                    "requests",
+                    "bytes_sent",
+                    "bytes_written",
+                    "completed",
+                    "aborted",
+                    "download_errors",
+                ),
+                0,
             )
             files = {
                 str(i): zero
                 | f.counts
                 | {
                     "state": f.state,
+                    "download_error": f.download_error,
                     "clients": sorted(self._clients.get(i, ())),
                     "requested_at": self._request_times.get(i, []),
                 }
                 for i, f in self._files.items()
             }
             orders = {
-                str(i): {"status": o.status, "suborders": [s.state for s in o.suborders]}
+                str(i): {
+                    "status": o.status,
+                    "history": list(o.history),
+                    "suborders": [s.state for s in o.suborders],
+                }
                 for i, o in self._orders.items()
             }
             totals = (

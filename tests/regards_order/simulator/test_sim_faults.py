@@ -64,9 +64,10 @@ def test_status_faults_apply_in_order_with_retry_after() -> None:
         assert third.status_code == 429 and "retry-after" not in third.headers
         assert fourth.status_code == 202 and fourth.content == b""
         assert fifth.status_code == 200 and md5(fifth.content) == content_md5(1, 1, 10_000)
-        # Status faults leave the file available; only the good answer downloads it.
+        # Each passed-through answer turned the file DOWNLOAD_ERROR; the good one downloaded it.
         stats = sim.stats()["files"]["1"]
         assert (stats["requests"], stats["completed"], stats["aborted"]) == (5, 1, 0)
+        assert stats["download_errors"] == 4
         assert stats["state"] == "DOWNLOADED"
 
 
@@ -82,7 +83,9 @@ def test_faults_only_count_requests_that_would_be_served() -> None:
 def test_always_on_fault() -> None:
     with faulty([{"kind": "status", "status": 410, "times": None}]) as (sim, client):
         assert {get_file(client).status_code for _ in range(4)} == {410}
-        assert sim.state.file_state(1) == "AVAILABLE"
+        stats = sim.stats()["files"]["1"]
+        assert (stats["state"], stats["download_errors"]) == ("DOWNLOAD_ERROR", 4)
+        assert stats["download_error"] == "Gone"
 
 
 def test_truncate_breaks_the_body_and_marks_the_file_aborted() -> None:
