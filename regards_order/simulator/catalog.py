@@ -65,11 +65,19 @@ class CatalogFile:
     mime_type: str
     in_error: bool
     faults: tuple[AnyFileFault, ...]
-    checksum: str = ""
+    _checksum: str = ""
 
     @property
     def content(self) -> tuple[int, int]:
         return (0, self.index)
+
+    @property
+    def checksum(self) -> str:
+        """MD5 of its content, computed when first needed: a catalogue of thousands of products
+        would otherwise hash gigabytes at start-up for the few pages a test looks at."""
+        if not self._checksum:
+            self._checksum = content_md5(0, self.index, self.size)
+        return self._checksum
 
 
 @dataclass(eq=False)
@@ -144,7 +152,7 @@ class SimCatalog:
         for product in catalog.products:
             self.products.append(self._product(product, project, by_name))
         for gen in catalog.generate:
-            self.products += [self._product(p, project, by_name) for p in _expand(gen)]
+            self.products += self._generated(gen, project, by_name)
         self.schema = self._schema()
         for built in self.products:
             built.document = self._document(built)
@@ -169,6 +177,37 @@ class SimCatalog:
             dataset=dataset,
             files=files,
         )
+
+    def _generated(
+        self, gen: GenerateProducts, project: str, datasets: dict[str, DatasetEntry]
+    ) -> Iterator[CatalogProduct]:
+        """The products a ``generate`` entry stands for, built straight (thousands, quickly)."""
+        dataset = datasets[gen.dataset] if gen.dataset else self.datasets[0]
+        for i in range(gen.count):
+            provider_id = gen.provider_id.format(i=i)
+            properties: dict[str, Any] = {
+                k: v.format(i=i) if isinstance(v, str) else v for k, v in gen.properties.items()
+            }
+            properties["index"] = i
+            files: dict[str, list[CatalogFile]] = {}
+            for data_type, name in gen.files.items():
+                self._next_index += 1
+                filename = name.format(i=i, provider_id=provider_id)
+                mime = "application/octet-stream"
+                files[data_type] = [
+                    CatalogFile(self._next_index, data_type, filename, gen.size, mime, False, ())
+                ]
+            yield CatalogProduct(
+                id=_urn("DATA", project, f"{project}:product:{provider_id}"),
+                provider_id=provider_id,
+                label=gen.label.format(i=i) if gen.label else provider_id,
+                model=gen.model,
+                tags=[*gen.tags, dataset.id],
+                properties=properties,
+                geometry=None,
+                dataset=dataset,
+                files=files,
+            )
 
     def _file(self, data_type: str, f: ProductFile) -> CatalogFile:
         self._next_index += 1
@@ -197,13 +236,6 @@ class SimCatalog:
             kind = self.schema[name]
             doc[name] = [parse_date(v) for v in found] if kind == "date" else list(found)
         return doc
-
-    def prepare(self) -> None:
-        """Compute every file's MD5 (deterministic content: the same in any order)."""
-        for product in self.products:
-            for listed in product.files.values():
-                for f in listed:
-                    f.checksum = content_md5(0, f.index, f.size)
 
     # ---- queries ------------------------------------------------------------------------
 
@@ -256,36 +288,3 @@ def _is_date(text: str) -> bool:
     except ValueError:
         return False
     return True
-
-
-def _expand(gen: GenerateProducts) -> Iterator[Product]:
-    """The products a ``generate`` entry stands for (model_construct: thousands, quickly)."""
-    for i in range(gen.count):
-        provider_id = gen.provider_id.format(i=i)
-        properties: dict[str, Any] = {
-            k: v.format(i=i) if isinstance(v, str) else v for k, v in gen.properties.items()
-        }
-        properties["index"] = i
-        files = {
-            data_type: [
-                ProductFile.model_construct(
-                    filename=name.format(i=i, provider_id=provider_id),
-                    size=gen.size,
-                    mime_type="application/octet-stream",
-                    in_error=False,
-                    faults=[],
-                )
-            ]
-            for data_type, name in gen.files.items()
-        }
-        yield Product.model_construct(
-            id=None,
-            provider_id=provider_id,
-            label=gen.label.format(i=i) if gen.label else None,
-            model=gen.model,
-            tags=list(gen.tags),
-            properties=properties,
-            geometry=None,
-            dataset=gen.dataset,
-            files=files,
-        )

@@ -123,6 +123,7 @@ class OrderingMixin:
         """The legacy engine's faceted page of the products ``q`` finds."""
         if page_number < 0 or size < 1:
             raise _error(400, "page must be >= 0 and size >= 1")
+        size = min(size, self.scenario.max_page_size)  # Spring's cap, as for rs-order
         with self._lock:
             self._searches.append({"q": q, "page": page_number, "size": size, "user": user})
         try:

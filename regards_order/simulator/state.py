@@ -205,7 +205,6 @@ class SimState(OrderingMixin):
     def _prepare(self) -> None:
         if self._ready:
             return
-        self.catalog.prepare()
         self._checksum(self._files.values())
         self._ready = True
 

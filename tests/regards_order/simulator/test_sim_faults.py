@@ -227,3 +227,24 @@ def test_global_status_faults_on_each_endpoint() -> None:
         )
         assert stats["logins"] == 1
         assert stats["files"]["2"]["requests"] == 1  # the faulted request never reached it
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "method", "path"),
+    [
+        ("search", "GET", "/api/v1/rs-catalog/engines/legacy/dataobjects/search"),
+        ("basket", "GET", "/api/v1/rs-order/order/basket"),
+        ("apply", "POST", "/api/v1/rs-order/user/orders/apply"),
+        ("quota", "GET", "/api/v1/rs-storage/quota/current"),
+        ("dataset_files", "GET", "/api/v1/rs-order/orders/1/dataset/1/files"),
+    ],
+)
+def test_global_faults_on_the_ordering_endpoints(endpoint: str, method: str, path: str) -> None:
+    fault = {"endpoint": endpoint, "kind": "status", "status": 503, "retry_after": 2}
+    with faulty([], faults=[fault]) as (sim, client):
+        body = {"queries": ["label:x"]} if method == "POST" else None
+        first = client.request(method, path, headers=AUTH, json=body)
+        assert first.status_code == 503 and first.headers["retry-after"] == "2"
+        second = client.request(method, path, headers=AUTH, json=body)
+        assert second.status_code in (200, 204, 422)
+        assert sim.stats()["requests"][endpoint] == 2
