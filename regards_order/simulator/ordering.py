@@ -23,10 +23,11 @@ import uuid
 from collections import Counter
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from regards_order.simulator.basket import Basket, SelectionRefused, add_query, file_filter
 from regards_order.simulator.catalog import SimCatalog
+from regards_order.simulator.errors import ApiError
 from regards_order.simulator.lucene import QueryError
 from regards_order.simulator.records import (
     DatasetTask,
@@ -39,9 +40,6 @@ from regards_order.simulator.records import (
     split,
 )
 from regards_order.simulator.scenario import ApplyFault, ResolvedFile, Scenario
-
-if TYPE_CHECKING:
-    from regards_order.simulator.state import ApiError
 
 JSON = dict[str, Any]
 SEARCH_PATH = "/api/v1/rs-catalog/engines/legacy/dataobjects/search"
@@ -58,12 +56,6 @@ _REFUSED = {
     "delete": "ORDER_MUST_BE_DONE_OR_DONE_WITH_WARNING_OR_PAUSED_OR_FAILED_OR_EXPIRED",
     "retry": "ORDER_MUST_BE_DONE_WITH_WARNING_OR_FAILED",
 }
-
-
-def _error(status: int, message: str) -> ApiError:
-    from regards_order.simulator.state import ApiError  # state imports this module
-
-    return ApiError(status, message)
 
 
 class Invalid(Exception):
@@ -90,7 +82,8 @@ class OrderingMixin:
     _suborder_ids: Iterator[int]
     _next_file_id: int
 
-    def _tick(self) -> None: ...  # pragma: no cover - SimState's
+    # SimState's own: run the time-driven rules; file a new order.
+    def _tick(self) -> None: ...
     def _register(self, order: Order, tasks: list[tuple[DatasetTask, list[SimFile]]]) -> None: ...
 
     def _init_ordering(self) -> None:
@@ -122,14 +115,14 @@ class OrderingMixin:
     ) -> JSON:
         """The legacy engine's faceted page of the products ``q`` finds."""
         if page_number < 0 or size < 1:
-            raise _error(400, "page must be >= 0 and size >= 1")
+            raise ApiError(400, "page must be >= 0 and size >= 1")
         size = min(size, self.scenario.max_page_size)  # Spring's cap, as for rs-order
         with self._lock:
             self._searches.append({"q": q, "page": page_number, "size": size, "user": user})
         try:
             found = self.catalog.sorted(self.catalog.select(q), sort)
         except QueryError as exc:
-            raise _error(400, str(exc)) from exc
+            raise ApiError(400, str(exc)) from exc
         chunk, meta = page(found, page_number, size)
         content = [{"content": p.feature(base_url), "links": []} for p in chunk]
         # Spring's links keep the request's parameters.
@@ -279,11 +272,11 @@ class OrderingMixin:
             self._tick()
             order = self._orders.get(order_id)
             if order is None:
-                raise _error(404, f"Order {order_id} not found")
+                raise ApiError(404, f"Order {order_id} not found")
             if order.owner != user:
-                raise _error(401, "USER_NOT_ALLOWED_TO_MANAGE_ORDER")
+                raise ApiError(401, "USER_NOT_ALLOWED_TO_MANAGE_ORDER")
             if order.status not in _ALLOWED[action]:
-                raise _error(401, _REFUSED[action])
+                raise ApiError(401, _REFUSED[action])
             getattr(self, f"_{action}")(order)
             self._tick()
 

@@ -42,6 +42,7 @@ from typing import Any
 from regards_order.simulator.basket import Basket, SelectionRefused, add_query
 from regards_order.simulator.catalog import SimCatalog
 from regards_order.simulator.content import content_md5
+from regards_order.simulator.errors import ApiError
 from regards_order.simulator.ordering import OrderingMixin
 from regards_order.simulator.records import (
     GONE,
@@ -80,16 +81,6 @@ _SERVABLE = frozenset({"AVAILABLE", "DOWNLOADED", "DOWNLOAD_ERROR"})
 _HELD = frozenset({"PAUSED", "EXPIRED", "DELETED"})  # orders whose suborders never start
 
 __all__ = ["FINAL_STATUSES", "ApiError", "DownloadPlan", "SimState", "iso"]
-
-
-class ApiError(Exception):
-    """An error answer: HTTP status, message, optional ``Retry-After`` seconds."""
-
-    def __init__(self, status: int, message: str, retry_after: int | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.retry_after = retry_after
 
 
 def _phrase(status: int) -> str:
