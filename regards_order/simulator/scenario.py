@@ -1,7 +1,9 @@
 """Scenario file of the REGARDS simulator: pydantic models and loader.
 
-A scenario describes the fake server: its credentials, users, suborder limits and orders, plus
-faults to inject. Every key has a default so that ``{}`` is a valid (empty) scenario.
+A scenario describes the fake server: its credentials, users (with their download quotas and
+baskets), suborder limits, orders, the catalogue one may order from, plus faults to inject and
+switches that make the server an older or stricter one. Every key has a default so that ``{}``
+is a valid (empty) scenario.
 """
 
 from __future__ import annotations
@@ -10,11 +12,13 @@ import os
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-Endpoint = Literal["token", "order", "files", "download"]
+Endpoint = Literal[
+    "token", "order", "files", "download", "dataset_files", "search", "basket", "apply", "quota"
+]
 
 
 class _Model(BaseModel):
@@ -90,6 +94,13 @@ class User(_Model):
     username: str
     password: str | None = None
     tokens: list[str] = Field(default_factory=list)
+    # Download quota of rs-storage: simultaneous downloads, and downloads in all; -1 unlimited.
+    rate_limit: int = Field(default=-1, ge=-1)
+    max_quota: int = Field(default=-1, ge=-1)
+    # The basket left in the web interface: queries already selected. None: no basket at all.
+    basket: list[str] | None = None
+    # How many orders (not DELETED) the user may have: beyond, an auto-order is DENIED.
+    orders_limit: int | None = Field(default=None, ge=0)
 
 
 class FileSpec(_Model):
@@ -125,6 +136,115 @@ class Generate(_Model):
         return name
 
 
+class ApplyFault(FaultBase):
+    """Refuse the next auto-order(s) with a 422 of this status and error type."""
+
+    status: Literal["DENIED", "FAILED"] = "DENIED"
+    error_type: Literal[
+        "INVALID_CONTENT", "FORBIDDEN", "ORDER_LIMIT_REACHED", "EMPTY_ORDER", "INTERNAL_ERROR"
+    ] = "FORBIDDEN"
+    message: str = "Simulated refusal"
+
+
+DataType = Literal[
+    "RAWDATA",
+    "QUICKLOOK_SD",
+    "QUICKLOOK_MD",
+    "QUICKLOOK_HD",
+    "THUMBNAIL",
+    "DOCUMENT",
+    "DESCRIPTION",
+    "AIP",
+    "OTHER",
+]
+
+
+class ProductFile(_Model):
+    """A file of a catalogue product; its content and MD5 are deterministic."""
+
+    filename: str = Field(min_length=1)
+    size: int = Field(ge=0)
+    mime_type: str = "application/octet-stream"
+    # Once ordered: a storage error at restoration, faults when downloaded.
+    in_error: bool = False
+    faults: list[FileFault] = Field(default_factory=list)
+
+
+class Dataset(_Model):
+    """A dataset of the catalogue; products belong to one."""
+
+    id: str | None = None  # URN:AIP:DATASET:<project>:<uuid>:V1, generated from the label
+    label: str = "Default dataset"
+
+
+class Product(_Model):
+    """A data object of the catalogue (a feature)."""
+
+    id: str | None = None  # URN:AIP:DATA:<project>:<uuid>:V1, generated from providerId
+    provider_id: str = Field(min_length=1)
+    label: str | None = None  # the providerId when absent
+    model: str = "DATA_MODEL"
+    tags: list[str] = Field(default_factory=list)
+    properties: dict[str, Any] = Field(default_factory=dict)
+    geometry: dict[str, Any] | None = None
+    dataset: str | None = None  # a dataset's id or label; the first dataset when absent
+    files: dict[DataType, list[ProductFile]] = Field(default_factory=dict)
+
+
+_RAW_NAME: dict[DataType, str] = {"RAWDATA": "{provider_id}.dat"}
+
+
+class GenerateProducts(_Model):
+    """``count`` products; names and string properties are formatted with ``i`` (from 0).
+
+    Each product gets the number ``i`` as property ``index`` and one file per entry of
+    ``files`` (data type -> file name format), of ``size`` bytes.
+    """
+
+    count: int = Field(ge=0)
+    provider_id: str = "product-{i:05d}"
+    label: str | None = None
+    model: str = "DATA_MODEL"
+    tags: list[str] = Field(default_factory=list)
+    properties: dict[str, Any] = Field(default_factory=dict)
+    dataset: str | None = None
+    files: dict[DataType, str] = Field(default_factory=lambda: dict(_RAW_NAME))
+    size: int = Field(default=1000, ge=0)
+
+    @model_validator(mode="after")
+    def _formats(self) -> GenerateProducts:
+        try:
+            self.provider_id.format(i=0)
+            (self.label or "").format(i=0)
+            for value in self.properties.values():
+                if isinstance(value, str):
+                    value.format(i=0)
+            for name in self.files.values():
+                name.format(i=0, provider_id="p")
+        except (KeyError, IndexError, ValueError) as exc:
+            raise ValueError(f"bad format string: {exc}") from exc
+        return self
+
+
+class Catalog(_Model):
+    """What the legacy search engine finds and what an auto-order can order."""
+
+    datasets: list[Dataset] = Field(default_factory=lambda: [Dataset()])
+    products: list[Product] = Field(default_factory=list)
+    generate: list[GenerateProducts] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _datasets_known(self) -> Catalog:
+        if not self.datasets:
+            raise ValueError("a catalogue needs at least one dataset")
+        known = {d.label for d in self.datasets} | {d.id for d in self.datasets if d.id}
+        wanted = [p.dataset for p in self.products] + [g.dataset for g in self.generate]
+        for dataset in wanted:
+            if dataset is not None and dataset not in known:
+                raise ValueError(f"unknown dataset {dataset!r}")
+        return self
+
+
 class OrderSpec(_Model):
     """One order of the scenario."""
 
@@ -136,6 +256,7 @@ class OrderSpec(_Model):
     expiration_date: str | None = None
     files: list[FileSpec] = Field(default_factory=list)
     generate: list[Generate] = Field(default_factory=list)
+    dataset_label: str = "Default dataset"  # of its one dataset task
 
 
 def _default_users() -> list[User]:
@@ -158,6 +279,10 @@ class ResolvedFile:
     checksum: str | None
     faults: tuple[AnyFileFault, ...]
     listed_size: int | Literal["absent"] | None = None
+    # The bytes served are those of content key (a, b); None: (order_id, id).
+    content: tuple[int, int] | None = None
+    ip_id: str | None = None  # the product's URN; None: product_id
+    data_type: str = "RAWDATA"
 
 
 class Scenario(_Model):
@@ -176,6 +301,14 @@ class Scenario(_Model):
     max_page_size: int = Field(default=2000, ge=1)
     orders: list[OrderSpec] = Field(default_factory=list)
     faults: list[GlobalFault] = Field(default_factory=list)
+    catalog: Catalog = Field(default_factory=Catalog)
+    apply_faults: list[ApplyFault] = Field(default_factory=list)
+    # An older server without the endpoint listing every file of a dataset task: 404.
+    dataset_files_endpoint: bool = True
+    # rs-storage's current-quota endpoint: served, absent (404) or forbidden (403).
+    quota_endpoint: Literal["present", "absent", "forbidden"] = "present"
+    # Storage sends no Retry-After with a quota 429; a number adds one.
+    quota_retry_after: int | None = Field(default=None, ge=0)
 
     @model_validator(mode="after")
     def _unique_ids(self) -> Scenario:

@@ -1,5 +1,10 @@
 """HTTP layer of the REGARDS simulator: a stdlib threading HTTP/1.1 server.
 
+Routes (under ``/api/v1``): the OAuth token; rs-order's order, user orders, apply, retry,
+pause, resume and delete, available files, every file of a dataset task, file downloads and the
+basket; rs-catalog's legacy search and the docs' download path; rs-storage's current quota;
+and ``/sim/stats`` (the simulator's own counters).
+
 The stdlib server (rather than an ASGI stack) keeps downloads fast, written straight from a
 precomputed chunk with ``sendall``, and gives byte-level control to inject faults such as a
 connection closed in the middle of a body.
@@ -27,6 +32,7 @@ from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from regards_order.simulator.content import iter_content
+from regards_order.simulator.ordering import Invalid
 from regards_order.simulator.scenario import (
     CorruptFault,
     Endpoint,
@@ -120,9 +126,29 @@ class _Handler(BaseHTTPRequestHandler):
     _ROUTES: list[tuple[str, re.Pattern[str], Endpoint | None, str]] = [
         ("POST", re.compile(r"/api/v1/rs-authentication/oauth/token"), "token", "_login"),
         ("GET", re.compile(r"/api/v1/rs-order/user/orders/(\d+)"), "order", "_order"),
+        ("DELETE", re.compile(r"/api/v1/rs-order/user/orders/(\d+)"), "order", "_delete"),
         ("GET", re.compile(r"/api/v1/rs-order/user/orders"), "order", "_orders"),
+        ("POST", re.compile(r"/api/v1/rs-order/user/orders/apply"), "apply", "_apply"),
+        ("PUT", re.compile(r"/api/v1/rs-order/user/orders/(\d+)/retry"), "order", "_retry"),
+        ("PUT", re.compile(r"/api/v1/rs-order/user/orders/pause/(\d+)"), "order", "_pause"),
+        ("PUT", re.compile(r"/api/v1/rs-order/user/orders/resume/(\d+)"), "order", "_resume"),
         ("GET", re.compile(r"/api/v1/rs-order/orders/(\d+)/files/available"), "files", "_files"),
+        (
+            "GET",
+            re.compile(r"/api/v1/rs-order/orders/(\d+)/dataset/(\d+)/files"),
+            "dataset_files",
+            "_dataset_files",
+        ),
         ("GET", re.compile(r"/api/v1/rs-order/orders/files/(\d+)"), "download", "_download"),
+        ("GET", re.compile(r"/api/v1/rs-order/order/basket"), "basket", "_basket"),
+        ("DELETE", re.compile(r"/api/v1/rs-order/order/basket"), "basket", "_empty_basket"),
+        (
+            "GET",
+            re.compile(r"/api/v1/rs-catalog/engines/legacy/dataobjects/search"),
+            "search",
+            "_search",
+        ),
+        ("GET", re.compile(r"/api/v1/rs-storage/quota/current"), "quota", "_quota"),
         ("GET", re.compile(r"/api/v1/rs-catalog/([^/]+)/files/([^/]+)"), "download", "_download"),
         ("GET", re.compile(r"/sim/stats"), None, "_stats"),
     ]
@@ -148,11 +174,19 @@ class _Handler(BaseHTTPRequestHandler):
         """Route a POST request."""
         self._dispatch("POST")
 
+    def do_PUT(self) -> None:
+        """Route a PUT request."""
+        self._dispatch("PUT")
+
+    def do_DELETE(self) -> None:
+        """Route a DELETE request."""
+        self._dispatch("DELETE")
+
     def do_HEAD(self) -> None:
         """Not part of the API: 405 (without a body, as for any HEAD)."""
         self._dispatch("HEAD")
 
-    do_PUT = do_DELETE = do_PATCH = do_OPTIONS = do_HEAD
+    do_PATCH = do_OPTIONS = do_HEAD
 
     # ---- plumbing ----------------------------------------------------------------------------
 
@@ -192,31 +226,39 @@ class _Handler(BaseHTTPRequestHandler):
             headers["Allow"] = allow
         # REGARDS answers 202 "not restored yet" with an empty body.
         phrase = self.responses.get(status, ("Error",))[0]
-        error = {"status": status, "error": phrase, "message": message}
+        # "messages" as REGARDS' ServerErrorResponse; the rest as Spring's default error body.
+        error = {"status": status, "error": phrase, "message": message, "messages": [message]}
         body = b"" if status == 202 else json.dumps(error).encode()
         self._send(status, body, "application/json", headers)
 
     def _dispatch(self, method: str) -> None:
         try:
             body = self._read_body()
-            if method not in ("GET", "POST"):
+            if method not in ("GET", "POST", "PUT", "DELETE"):
                 return self._error(405, f"{method} is not supported", allow="GET, POST")
             url = urlsplit(self.path)
-            self.query = dict(parse_qsl(url.query))
+            self.pairs = parse_qsl(url.query)
+            self.query = dict(self.pairs)
+            verbs = []
             for verb, pattern, endpoint, handler in self._ROUTES:
                 match = pattern.fullmatch(url.path)
                 if match is None:
                     continue
                 if verb != method:
-                    return self._error(405, f"{method} not allowed here", allow=verb)
+                    verbs.append(verb)
+                    continue
                 fault = self.server.state.enter(endpoint) if endpoint else None
                 if fault is not None:
                     return self._global_fault(fault)
                 call: Callable[..., None] = getattr(self, handler)
                 return call(body, *(unquote(g) for g in match.groups()))
+            if verbs:
+                return self._error(405, f"{method} not allowed here", allow=", ".join(verbs))
             return self._error(404, f"No route for {url.path}")
         except ApiError as exc:
             return self._error(exc.status, exc.message, exc.retry_after)
+        except Invalid as exc:  # bean validation: REGARDS answers 422 with every message
+            return self._json(422, {"messages": exc.messages})
         except _DISCONNECTED:
             self.close_connection = True
         except Exception as exc:  # a bad request must never kill the serving thread
@@ -274,16 +316,73 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _files(self, _body: bytes, order_id: str) -> None:
         user = self._user()
-        try:
-            page = int(self.query.get("page", "0"))
-            size = int(self.query["size"]) if "size" in self.query else None
-        except ValueError as exc:
-            raise ApiError(400, f"Invalid paging parameter: {exc}") from exc
+        page, size = self._paging()
         state, base = self.server.state, self.server.base_url
         status, payload = state.available(int(order_id), user, page, size, base)
         if payload is None:
             return self._send(status, b"", "application/json")
         return self._json(status, payload)
+
+    def _paging(self, default_size: int | None = None) -> tuple[int, int | None]:
+        try:
+            number = int(self.query.get("page", "0"))
+            size = int(self.query["size"]) if "size" in self.query else default_size
+        except ValueError as exc:
+            raise ApiError(400, f"Invalid paging parameter: {exc}") from exc
+        return number, size
+
+    def _dataset_files(self, _body: bytes, order_id: str, task_id: str) -> None:
+        self._user()
+        number, size = self._paging()
+        state, base = self.server.state, self.server.base_url
+        self._json(200, state.dataset_files(int(task_id), number, size, base, int(order_id)))
+
+    def _search(self, _body: bytes) -> None:
+        # The catalogue is public: a token is only checked when one is sent.
+        sent = self.headers.get("Authorization") or self.query.get("token")
+        user = self._user() if sent else None
+        number, size = self._paging(20)
+        sort = [value for name, value in self.pairs if name == "sort"]
+        state, base = self.server.state, self.server.base_url
+        self._json(200, state.search(self.query.get("q"), number, size or 20, sort, base, user))
+
+    def _basket(self, _body: bytes) -> None:
+        basket = self.server.state.basket(self._user())
+        if basket is None:
+            return self._send(204, b"", "application/json")
+        return self._json(200, {"content": basket, "links": []})
+
+    def _empty_basket(self, _body: bytes) -> None:
+        self.server.state.delete_basket(self._user())
+        self._send(204, b"", "application/json")
+
+    def _apply(self, body: bytes) -> None:
+        user = self._user()
+        try:
+            request = json.loads(body)
+        except ValueError as exc:
+            raise ApiError(400, f"Invalid JSON body: {exc}") from exc
+        status, answer = self.server.state.apply(user, request)
+        self._json(status, answer)
+
+    def _act(self, action: str, order_id: str) -> None:
+        self.server.state.act(action, int(order_id), self._user())
+        self._send(200, b"", "application/json")
+
+    def _delete(self, _body: bytes, order_id: str) -> None:
+        self._act("delete", order_id)
+
+    def _retry(self, _body: bytes, order_id: str) -> None:
+        self._act("retry", order_id)
+
+    def _pause(self, _body: bytes, order_id: str) -> None:
+        self._act("pause", order_id)
+
+    def _resume(self, _body: bytes, order_id: str) -> None:
+        self._act("resume", order_id)
+
+    def _quota(self, _body: bytes) -> None:
+        self._json(200, self.server.state.quota(self._user()))
 
     def _stats(self, _body: bytes) -> None:
         self._json(200, self.server.state.stats())
@@ -318,7 +417,7 @@ class _Handler(BaseHTTPRequestHandler):
         cut = min(fault.at_byte, size) if isinstance(fault, StallFault) else size
         rate = fault.bytes_per_second if isinstance(fault, SlowFault) else 0
         piece = max(1, min(rate // 20, 1 << 20)) if rate else 1 << 20
-        ids, corrupt = (plan.order_id, plan.file_id, size), isinstance(fault, CorruptFault)
+        ids, corrupt = (*plan.content, size), isinstance(fault, CorruptFault)
         began = time.monotonic()
         for n, (start, end) in enumerate(((0, min(cut, stop)), (cut, stop))):
             if n and isinstance(fault, StallFault):

@@ -1,182 +1,190 @@
-"""State machine of the REGARDS simulator: tokens, orders, suborders, files and statistics.
+"""State machine of the REGARDS simulator: tokens, orders, suborders, files, quotas, statistics.
 
 Everything lives behind one lock. Time is evaluated lazily: every entry point first calls
-``_tick()``, which finishes due restorations, retires drained suborders and starts pending ones
-within each user's limit of active (RESTORING or WAITING) suborders.
+``_tick()``, which finishes due restorations, retires drained suborders, starts pending ones
+within each user's limit of active (RESTORING or WAITING) suborders, then runs what the real
+server's order maintenance runs every second (``records.Order.maintain``).
+
+The rules modelled on rs-order:
+
+- A file becomes DOWNLOADED only once its whole body has been read. Any other end of a served
+  download (a body cut short, a client gone) and every non-200 answer passed through from storage
+  (a per-file ``status`` fault, a download quota exceeded) makes it DOWNLOAD_ERROR, with the
+  message the server records in ``downloadError``. The order service's own refusals (403 not
+  yours, 422 file in ERROR, 202 file still PENDING) leave the file as it is.
+- A suborder waits for the user while it holds an AVAILABLE file: a DOWNLOAD_ERROR file does not
+  hold it, so the next suborder may start.
+- While an order is RUNNING (or PAUSED): ``percentCompleted`` is the share of its bytes restored
+  (any state but PENDING), ``filesInErrorCount`` its ERROR files, ``availableFilesCount`` its
+  AVAILABLE files; at 100 % it becomes DONE, FAILED (every file in ERROR) or DONE_WITH_WARNING.
+  Those values then freeze, except that once no suborder waits for the user, a DONE order with a
+  DOWNLOAD_ERROR file turns DONE_WITH_WARNING (for good), and ``availableFilesCount`` drops to 0
+  when nothing is AVAILABLE any more.
+- An order without any file has no dataset task: DONE_WITH_WARNING from the start.
+- rs-storage's download quota: beyond ``rate_limit`` simultaneous downloads or ``max_quota``
+  downloads of a user, storage answers 429, which rs-order passes through (DOWNLOAD_ERROR).
+
+Baskets, auto-orders and order actions are in ``ordering`` (a part of ``SimState``).
 """
 
 from __future__ import annotations
 
-import math
+import http
 import secrets
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from typing import Any, Generic, TypeVar
+from itertools import count
+from typing import Any
 
+from regards_order.simulator.basket import Basket, SelectionRefused, add_query
+from regards_order.simulator.catalog import SimCatalog
 from regards_order.simulator.content import content_md5
+from regards_order.simulator.errors import ApiError
+from regards_order.simulator.ordering import OrderingMixin
+from regards_order.simulator.records import (
+    GONE,
+    DatasetTask,
+    DownloadPlan,
+    FaultQueue,
+    Order,
+    SimFile,
+    SubOrder,
+    iso,
+    page,
+    split,
+)
 from regards_order.simulator.scenario import (
-    AnyFileFault,
     Endpoint,
-    FaultBase,
     GlobalFault,
-    OrderSpec,
-    ResolvedFile,
     Scenario,
     StatusFault,
 )
 
 JSON = dict[str, Any]
-ENDPOINTS: tuple[Endpoint, ...] = ("token", "order", "files", "download")
+ENDPOINTS: tuple[Endpoint, ...] = (
+    "token",
+    "order",
+    "files",
+    "download",
+    "dataset_files",
+    "search",
+    "basket",
+    "apply",
+    "quota",
+)
 FINAL_STATUSES = frozenset({"DONE", "DONE_WITH_WARNING", "FAILED"})
 _ACTIVE = frozenset({"RESTORING", "WAITING"})
 _SERVABLE = frozenset({"AVAILABLE", "DOWNLOADED", "DOWNLOAD_ERROR"})
-_GONE = frozenset({"expired", "deleted"})
+_HELD = frozenset({"PAUSED", "EXPIRED", "DELETED"})  # orders whose suborders never start
 
-F = TypeVar("F", bound=FaultBase)
-
-
-class ApiError(Exception):
-    """An error answer: HTTP status, message, optional ``Retry-After`` seconds."""
-
-    def __init__(self, status: int, message: str, retry_after: int | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.retry_after = retry_after
+__all__ = ["FINAL_STATUSES", "ApiError", "DownloadPlan", "SimState", "iso"]
 
 
-def iso(moment: datetime) -> str:
-    """ISO-8601 UTC timestamp with milliseconds and a ``Z``, as REGARDS writes dates."""
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+def _phrase(status: int) -> str:
+    try:
+        return http.HTTPStatus(status).phrase
+    except ValueError:
+        return f"HTTP {status}"
 
 
-class _FaultQueue(Generic[F]):
-    """Faults consumed in list order, each answering its first ``times`` matching requests."""
-
-    def __init__(self, faults: Iterable[F]) -> None:
-        self._faults = list(faults)
-        self._left = [f.times for f in self._faults]
-
-    def take(self) -> F | None:
-        for i, left in enumerate(self._left):
-            if left is None:
-                return self._faults[i]
-            if left > 0:
-                self._left[i] = left - 1
-                return self._faults[i]
-        return None
+def _scrambled(files: list[SimFile]) -> list[SimFile]:
+    # rs-order pages a dataset task's files in the order of a hash set: stable, not by id.
+    return sorted(files, key=lambda f: (f.spec.id * 2654435761) % 2**32)
 
 
-@dataclass(eq=False)
-class _File:
-    spec: ResolvedFile
-    order: _Order
-    faults: _FaultQueue[AnyFileFault]
-    suborder: _SubOrder | None = None
-    checksum: str = ""
-    state: str = "PENDING"
-    counts: Counter[str] = field(default_factory=Counter)  # requests, bytes_sent, completed...
-
-
-@dataclass(eq=False)
-class _SubOrder:
-    order: _Order
-    index: int
-    files: list[_File]
-    state: str = "PENDING"
-    started: float = 0.0
-    available: int = 0
-
-
-@dataclass(eq=False)
-class _Order:
-    spec: OrderSpec
-    expiration: str
-    created: str
-    files: list[_File] = field(default_factory=list)
-    suborders: list[_SubOrder] = field(default_factory=list)
-    counts: Counter[str] = field(default_factory=Counter)
-    status: str = ""
-    status_date: str = ""
-
-
-@dataclass(frozen=True)
-class DownloadPlan:
-    """What the HTTP layer needs to serve one download; hand it back to ``end_download``."""
-
-    file_id: int
-    order_id: int
-    user: str
-    filename: str
-    size: int
-    mime_type: str
-    fault: AnyFileFault | None  # never a StatusFault: begin_download answers those itself
-
-
-def _split(files: list[_File], max_files: int, max_bytes: int) -> list[list[_File]]:
-    groups: list[list[_File]] = []
-    current: list[_File] = []
-    current_bytes = 0
-    for f in files:
-        if current and (len(current) >= max_files or current_bytes + f.spec.size > max_bytes):
-            groups.append(current)
-            current, current_bytes = [], 0
-        current.append(f)
-        current_bytes += f.spec.size
-    if current:
-        groups.append(current)
-    return groups
-
-
-class SimState:
+class SimState(OrderingMixin):
     """Thread-safe state of a simulated REGARDS server built from a ``Scenario``."""
 
     def __init__(self, scenario: Scenario) -> None:
         self.scenario = scenario
         self._lock = threading.Lock()
+        self.catalog = SimCatalog(scenario.catalog, scenario.project)
+        self._orders: dict[int, Order] = {}
+        self._files: dict[int, SimFile] = {}
+        self._suborders: list[SubOrder] = []
+        self._tasks: dict[int, DatasetTask] = {}
+        self._by_uri: dict[tuple[str, str], SimFile] = {}
+        self._suborder_ids: Iterator[int] = count(1)
+        self._task_ids: Iterator[int] = count(1)
+        self._ids: Iterator[int] = count(1)  # baskets and dataset selections
+        self._ready = False
         now = datetime.now(UTC)
-        default_expiry = iso(now + timedelta(days=7))
-        self._orders: dict[int, _Order] = {}
-        self._files: dict[int, _File] = {}
-        self._suborders: list[_SubOrder] = []
         resolved = scenario.resolve()
+        self._next_file_id = 1 + max((f.id for fs in resolved.values() for f in fs), default=0)
         for spec in sorted(scenario.orders, key=lambda o: o.id):
-            order = _Order(
-                spec, spec.expiration_date or default_expiry, iso(now), status_date=iso(now)
+            order = Order(
+                spec.id,
+                spec.owner,
+                spec.label,
+                spec.dialect,
+                spec.expiration_date or iso(now + timedelta(days=7)),
+                iso(now),
+                status_date=iso(now),
             )
-            order.files = [_File(r, order, _FaultQueue(r.faults)) for r in resolved[spec.id]]
-            groups = _split(order.files, scenario.suborder_max_files, scenario.suborder_max_bytes)
-            order.suborders = [_SubOrder(order, i, g) for i, g in enumerate(groups)]
-            for sub in order.suborders:
-                for f in sub.files:
-                    f.suborder = sub
-            order.counts["PENDING"] = len(order.files)
-            self._orders[spec.id] = order
-            self._files.update((f.spec.id, f) for f in order.files)
-            self._suborders += order.suborders
-        self._by_uri: dict[tuple[str, str], _File] = {}
+            if spec.state != "normal":
+                order.status = spec.state.upper()
+                order.history = [order.status]
+            files = [SimFile(r, order, FaultQueue(r.faults)) for r in resolved[spec.id]]
+            products = len({r.product_id for r in resolved[spec.id]})
+            task = DatasetTask(next(self._task_ids), spec.dataset_label, products)
+            self._register(order, [(task, files)] if files else [])
         self._passwords = {u.username: u.password for u in scenario.users}
-        # token -> (username, monotonic expiry or None for long-lived tokens)
         self._clients: dict[int, set[str]] = {}
         self._request_times: dict[int, list[float]] = {}
+        # token -> (username, monotonic expiry or None for long-lived tokens)
         self._tokens: dict[str, tuple[str, float | None]] = {
             t: (u.username, None) for u in scenario.users for t in u.tokens
         }
         self._global = {
-            ep: _FaultQueue(f for f in scenario.faults if f.endpoint == ep) for ep in ENDPOINTS
+            ep: FaultQueue(f for f in scenario.faults if f.endpoint == ep) for ep in ENDPOINTS
         }
         users = [u.username for u in scenario.users] + [o.owner for o in scenario.orders]
-        # logins, unauthorized, bytes_sent, downloads_completed, downloads_aborted
+        # logins, unauthorized, bytes_sent, downloads_completed, downloads_aborted, ...
         self._counts: Counter[str] = Counter()
         self._requests = dict.fromkeys(ENDPOINTS, 0)
         self._in_flight: Counter[str] = Counter()
         self._max_in_flight = dict.fromkeys(users, 0)
         self._max_active = dict.fromkeys(users, 0)
-        self._ready = False
+        self._limits = {u.username: (u.rate_limit, u.max_quota) for u in scenario.users}
+        self._quota_used: Counter[str] = Counter()
+        self._init_ordering()
+        self._baskets: dict[str, Basket] = {}
+        for user in scenario.users:
+            if user.basket is not None:
+                self._baskets[user.username] = self._initial_basket(user.username, user.basket)
+
+    def _initial_basket(self, owner: str, queries: list[str]) -> Basket:
+        basket = Basket(next(self._ids), owner)
+        for query in queries:
+            try:
+                add_query(basket, query, self.catalog, iso(datetime.now(UTC)), self._ids)
+            except SelectionRefused as exc:
+                raise ValueError(f"basket of {owner}: {query!r}: {exc.message}") from exc
+        return basket
+
+    def _register(self, order: Order, tasks: list[tuple[DatasetTask, list[SimFile]]]) -> None:
+        """File an order with its dataset tasks: suborders cut per task, counters started."""
+        sc = self.scenario
+        for task, files in tasks:
+            groups = split(files, sc.suborder_max_files, sc.suborder_max_bytes)
+            subs = [SubOrder(next(self._suborder_ids), order, group) for group in groups]
+            for sub in subs:
+                for f in sub.files:
+                    f.suborder, f.dataset_task = sub, task
+                task.files += _scrambled(sub.files)
+            task.files_size += sum(f.spec.size for f in files)
+            order.dataset_tasks.append(task)
+            order.suborders += subs
+            order.add_files(files)
+            self._tasks[task.id] = task
+            self._suborders += subs
+            self._files.update((f.spec.id, f) for f in files)
+        self._orders[order.id] = order
+        if self._ready:
+            self._checksum(order.files)
 
     # ---- lifecycle -------------------------------------------------------------------------
 
@@ -188,25 +196,20 @@ class SimState:
     def _prepare(self) -> None:
         if self._ready:
             return
-        for f in self._files.values():
-            r = f.spec
-            f.checksum = r.checksum or content_md5(r.order_id, r.id, r.size)
-            self._by_uri[(r.product_id, f.checksum)] = f
+        self._checksum(self._files.values())
         self._ready = True
 
-    def _set(self, f: _File, state: str) -> None:
-        # Keep per-order counts and per-suborder AVAILABLE counts incremental: ticks stay cheap.
-        f.order.counts[f.state] -= 1
-        f.order.counts[state] += 1
-        if f.suborder is not None:
-            f.suborder.available += (state == "AVAILABLE") - (f.state == "AVAILABLE")
-        f.state = state
+    def _checksum(self, files: Any) -> None:
+        for f in files:
+            r = f.spec
+            f.checksum = r.checksum or content_md5(*f.content, r.size)
+            self._by_uri[(r.product_id, f.checksum)] = f
 
-    def _advance(self, sub: _SubOrder, now: float) -> None:
+    def _advance(self, sub: SubOrder, now: float) -> None:
         if sub.state == "RESTORING" and now - sub.started >= self.scenario.restore_seconds:
             sub.state = "WAITING"
             for f in sub.files:
-                self._set(f, "ERROR" if f.spec.in_error else "AVAILABLE")
+                f.move("ERROR" if f.spec.in_error else "AVAILABLE")
         if sub.state == "WAITING" and sub.available == 0:
             sub.state = "DONE"
 
@@ -216,11 +219,11 @@ class SimState:
         active: Counter[str] = Counter()
         for sub in self._suborders:
             self._advance(sub, now)
-            active[sub.order.spec.owner] += sub.state in _ACTIVE
+            active[sub.order.owner] += sub.state in _ACTIVE
         # Pending suborders start first-in first-out (order id, then index) as slots free.
         for sub in self._suborders:
-            owner = sub.order.spec.owner
-            if sub.state != "PENDING" or sub.order.spec.state != "normal":
+            owner = sub.order.owner
+            if sub.state != "PENDING" or sub.order.status in _HELD:
                 continue
             if active[owner] >= self.scenario.max_active_suborders:
                 continue
@@ -229,21 +232,10 @@ class SimState:
             active[owner] += sub.state in _ACTIVE
         for owner, n in active.items():
             self._max_active[owner] = max(self._max_active.get(owner, 0), n)
+        waiting = {id(sub.order) for sub in self._suborders if sub.state == "WAITING"}
         for order in self._orders.values():
-            status = self._status(order)
-            if status != order.status:
-                order.status, order.status_date = status, iso(datetime.now(UTC))
-
-    def _status(self, order: _Order) -> str:
-        if order.spec.state != "normal":
-            return order.spec.state.upper()
-        subs = order.suborders
-        if all(s.state in ("WAITING", "DONE") for s in subs):
-            errors = order.counts["ERROR"]
-            if errors == 0:
-                return "DONE"
-            return "FAILED" if errors == len(order.files) else "DONE_WITH_WARNING"
-        return "RUNNING" if any(s.state != "PENDING" for s in subs) else "PENDING"
+            order.waiting = id(order) in waiting
+            order.maintain()
 
     # ---- authentication --------------------------------------------------------------------
 
@@ -314,11 +306,11 @@ class SimState:
 
     # ---- orders ----------------------------------------------------------------------------
 
-    def _owned(self, order_id: int, user: str) -> _Order:
+    def _owned(self, order_id: int, user: str) -> Order:
         order = self._orders.get(order_id)
         if order is None:
             raise ApiError(404, f"Order {order_id} not found")
-        if order.spec.owner != user:
+        if order.owner != user:
             raise ApiError(403, f"Order {order_id} belongs to another user")
         return order
 
@@ -326,54 +318,43 @@ class SimState:
         """The ``content`` of ``GET /rs-order/user/orders/{id}``."""
         with self._lock:
             self._tick()
-            order = self._owned(order_id, user)
-            total, counts = len(order.files), order.counts
-            restored = total - counts["PENDING"]
-            return {
-                "id": order.spec.id,
-                "owner": order.spec.owner,
-                "label": order.spec.label,
-                "status": order.status,
-                "percentCompleted": restored * 100 // total if total else 100,
-                "availableFilesCount": counts["AVAILABLE"],
-                "filesInErrorCount": counts["ERROR"],
-                "waitingForUser": any(s.state == "WAITING" for s in order.suborders),
-                "expirationDate": order.expiration,
-                "statusDate": order.status_date,
-                "creationDate": order.created,
-            }
+            return self._owned(order_id, user).view()
 
-    def orders_page(self, user: str, page: int, size: int) -> JSON:
-        """``GET /rs-order/user/orders``: a page of the user's orders, newest first."""
-        if page < 0 or size < 1:
+    def orders_page(self, user: str, page_number: int, size: int) -> JSON:
+        """``GET /rs-order/user/orders``: a page of the user's orders but DELETED, newest first."""
+        if page_number < 0 or size < 1:
             raise ApiError(400, "page must be >= 0 and size >= 1")
         with self._lock:
+            self._tick()
             mine = sorted(
-                (i for i, o in self._orders.items() if o.spec.owner == user), reverse=True
+                (o for o in self._orders.values() if o.owner == user and o.status != "DELETED"),
+                key=lambda o: o.id,
+                reverse=True,
             )
-        views = [{"content": self.order_view(i, user), "links": []} for i in mine]
-        chunk = views[page * size : (page + 1) * size]
-        meta = {"size": size, "totalElements": len(views), "number": page}
-        meta["totalPages"] = math.ceil(len(views) / size)
-        return {"metadata": meta, "content": chunk, "links": []}
+            chunk, meta = page(mine, page_number, size)
+            content = [{"content": o.view(), "links": []} for o in chunk]
+        return {"metadata": meta, "content": content, "links": []}
 
     def note_client(self, plan: DownloadPlan, user_agent: str) -> None:
         """Remember which client fetched a file (tests tell processes apart by it)."""
         with self._lock:
             self._clients.setdefault(plan.file_id, set()).add(user_agent)
 
+    def _page_size(self, page_number: int, size: int | None) -> int:
+        sc = self.scenario
+        if page_number < 0 or (size is not None and size < 1):
+            raise ApiError(400, "page must be >= 0 and size >= 1")
+        return min(size or sc.default_page_size, sc.max_page_size)
+
     def available(
-        self, order_id: int, user: str, page: int, size: int | None, base_url: str
+        self, order_id: int, user: str, page_number: int, size: int | None, base_url: str
     ) -> tuple[int, JSON | None]:
         """HTTP status and body of the available-files listing, in the order's dialect."""
-        sc = self.scenario
-        if page < 0 or (size is not None and size < 1):
-            raise ApiError(400, "page must be >= 0 and size >= 1")
-        size = min(size or sc.default_page_size, sc.max_page_size)
+        size = self._page_size(page_number, size)
         with self._lock:
             self._tick()
             order = self._owned(order_id, user)
-            if order.spec.state in _GONE:
+            if order.status in GONE:
                 raise ApiError(404, f"Order {order_id} is {order.status}")
             files = [
                 f
@@ -383,35 +364,36 @@ class SimState:
                 if f.state == "AVAILABLE"
             ]
             final = order.status in FINAL_STATUSES
-        total, dialect = len(files), order.spec.dialect
-        items = [self._item(f, dialect, base_url) for f in files[page * size : (page + 1) * size]]
-        meta = {"number": page, "size": size, "totalElements": total}
-        meta["totalPages"] = math.ceil(total / size)
+            chunk, meta = page(files, page_number, size)
+            items = [f.available_item(order.dialect, base_url) for f in chunk]
+        total, dialect = len(files), order.dialect
         if dialect == "docs":
             meta["size:"] = meta.pop("size")
             status = 200 if final else 206 if total else 204
             return status, ({"metadata": meta, "content": items} if status != 204 else None)
         href = f"{base_url}/api/v1/rs-order/orders/{order_id}/files/available?size={size}&page="
-        links = [{"rel": "self", "href": f"{href}{page}"}]
-        if page + 1 < meta["totalPages"]:
-            links.append({"rel": "next", "href": f"{href}{page + 1}"})
-        return 200, {"metadata": meta, "content": items, "links": links}
+        return 200, {"metadata": meta, "content": items, "links": _links(href, meta)}
 
-    def _item(self, f: _File, dialect: str, base_url: str) -> JSON:
-        r = f.spec
-        listed = r.size if r.listed_size is None else r.listed_size
-        size = None if listed == "absent" else listed
-        if dialect == "docs":
-            uri = f"{base_url}/api/v1/rs-catalog/{r.product_id}/files/{f.checksum}"
-            item = {"productId": r.product_id, "checksum": f.checksum, "fileSize": size}
-            item |= {"filename": r.filename, "mimeType": r.mime_type, "uri": uri}
-            return {k: v for k, v in item.items() if v is not None}
-        url = f"{base_url}/api/v1/rs-order/orders/files/{r.id}"
-        item = {"id": r.id, "productId": r.product_id}
-        item |= {"version": 1, "downloadUrl": url} if dialect == "current" else {"uri": url}
-        item |= {"mimeType": r.mime_type, "checksum": f.checksum, "filesize": size}
-        item["filename"] = r.filename
-        return {"content": {k: v for k, v in item.items() if v is not None}, "links": []}
+    def dataset_files(
+        self, task_id: int, page_number: int, size: int | None, base_url: str, order_id: int
+    ) -> JSON:
+        """``/orders/{o}/dataset/{task}/files``: every file of a dataset task, in any state.
+
+        As ``OrderDataFileController.findFiles``: the order id of the path is not looked at,
+        nor who owns the order, and an unknown task fails inside the server (500).
+        """
+        if not self.scenario.dataset_files_endpoint:
+            raise ApiError(404, "No route for this path")
+        size = self._page_size(page_number, size)
+        with self._lock:
+            self._tick()
+            task = self._tasks.get(task_id)
+            if task is None:
+                raise ApiError(500, "java.lang.NullPointerException")
+            chunk, meta = page(task.files, page_number, size)
+            items = [{"content": f.entity(), "links": []} for f in chunk]
+        href = f"{base_url}/api/v1/rs-order/orders/{order_id}/dataset/{task_id}/files?size={size}"
+        return {"metadata": meta, "content": items, "links": _links(href + "&page=", meta)}
 
     # ---- downloads -------------------------------------------------------------------------
 
@@ -429,43 +411,90 @@ class SimState:
             f.counts["requests"] += 1
             self._request_times.setdefault(f.spec.id, []).append(time.time())
             order = f.order
-            if order.spec.owner != user:
+            if order.owner != user:
                 raise ApiError(403, "File belongs to another user's order")
-            if order.spec.state in _GONE:
-                raise ApiError(404, f"Order {order.spec.id} is {order.status}")
+            if order.status in GONE:
+                raise ApiError(404, f"Order {order.id} is {order.status}")
             if f.state == "ERROR":
                 raise ApiError(422, "File is in error")
             if f.state not in _SERVABLE:
                 raise ApiError(202, "File is not restored yet")
+            refusal = self._quota_refusal(user)
+            if refusal is not None:
+                f.fail_download(_phrase(429))
+                raise ApiError(429, refusal, self.scenario.quota_retry_after)
             fault = f.faults.take()
             if isinstance(fault, StatusFault):
-                raise ApiError(fault.status, "Simulated fault", fault.retry_after)
+                # rs-order passes storage's answer through and records its reason phrase.
+                phrase = _phrase(fault.status)
+                f.fail_download(phrase)
+                raise ApiError(
+                    fault.status, f"Simulated storage answer: {phrase}", fault.retry_after
+                )
+            self._quota_used[user] += 1
             self._in_flight[user] += 1
             self._max_in_flight[user] = max(self._max_in_flight.get(user, 0), self._in_flight[user])
             r = f.spec
-            return DownloadPlan(r.id, r.order_id, user, r.filename, r.size, r.mime_type, fault)
+            return DownloadPlan(r.id, f.content, user, r.filename, r.size, r.mime_type, fault)
 
-    def written(self, plan: DownloadPlan, count: int) -> None:
+    def _quota_refusal(self, user: str) -> str | None:
+        """rs-storage's message when the user's quota or rate is exceeded, else None."""
+        rate_limit, max_quota = self._limits.get(user, (-1, -1))
+        used, rate = self._quota_used[user], self._in_flight[user]
+        if max_quota >= 0 and used >= max_quota:
+            return (
+                f"Download quota of {max_quota} exceeded (by {used - max_quota}) for user {user}."
+            )
+        if rate_limit >= 0 and rate >= rate_limit:
+            return (
+                f"Download rate of {rate_limit} exceeded (by {rate - rate_limit}) for user {user}."
+            )
+        return None
+
+    def quota(self, user: str) -> JSON:
+        """``GET /rs-storage/quota/current``: the user's limits (-1: none) and current values."""
+        endpoint = self.scenario.quota_endpoint
+        if endpoint != "present":
+            raise ApiError(404 if endpoint == "absent" else 403, f"quota endpoint is {endpoint}")
+        with self._lock:
+            rate_limit, max_quota = self._limits.get(user, (-1, -1))
+            return {
+                "email": user,
+                "maxQuota": max_quota,
+                "rateLimit": rate_limit,
+                "currentQuota": self._quota_used[user],
+                "currentRate": self._in_flight[user],
+            }
+
+    def written(self, plan: DownloadPlan, n: int) -> None:
         """Count bytes as they leave, so a test can act while a body is midway."""
         with self._lock:
-            self._files[plan.file_id].counts["bytes_written"] += count
+            self._files[plan.file_id].counts["bytes_written"] += n
 
     def end_download(self, plan: DownloadPlan, sent: int, complete: bool) -> None:
         """Record the outcome of a served download: DOWNLOADED if complete, else DOWNLOAD_ERROR."""
         with self._lock:
-            f = self._files[plan.file_id]
+            f = self._files.get(plan.file_id)
             self._in_flight[plan.user] -= 1
             outcome = "completed" if complete else "aborted"
-            f.counts.update({"bytes_sent": sent, outcome: 1})
             self._counts.update({"bytes_sent": sent, f"downloads_{outcome}": 1})
-            self._set(f, "DOWNLOADED" if complete else "DOWNLOAD_ERROR")
+            if f is None:  # its order was deleted meanwhile
+                return
+            f.counts.update({"bytes_sent": sent, outcome: 1})
+            if complete:
+                f.move("DOWNLOADED")
+            else:
+                f.fail_download(
+                    "Cannot completely retrieve data file from storage, "
+                    f"only {sent}/{plan.size} bytes"
+                )
             self._tick()
 
     # ---- introspection ---------------------------------------------------------------------
 
     def file_ids(self, order_id: int) -> list[int]:
         """Test helper: ids of an order's files, sorted."""
-        return [f.spec.id for f in self._orders[order_id].files]
+        return sorted(f.spec.id for f in self._orders[order_id].files)
 
     def file_state(self, file_id: int) -> str:
         """Test helper: PENDING, AVAILABLE, DOWNLOADED, DOWNLOAD_ERROR or ERROR."""
@@ -477,21 +506,25 @@ class SimState:
         """JSON-serialisable counters (see the simulator's documentation)."""
         with self._lock:
             self._tick()
-            zero = dict.fromkeys(
-                ("requests", "bytes_sent", "bytes_written", "completed", "aborted"), 0
-            )
+            keys = ("requests", "bytes_sent", "bytes_written", "completed", "aborted")
+            zero = dict.fromkeys((*keys, "download_errors"), 0)
             files = {
                 str(i): zero
                 | f.counts
                 | {
                     "state": f.state,
+                    "download_error": f.download_error,
                     "clients": sorted(self._clients.get(i, ())),
                     "requested_at": self._request_times.get(i, []),
                 }
                 for i, f in self._files.items()
             }
             orders = {
-                str(i): {"status": o.status, "suborders": [s.state for s in o.suborders]}
+                str(i): {
+                    "status": o.status,
+                    "history": list(o.history),
+                    "suborders": [s.state for s in o.suborders],
+                }
                 for i, o in self._orders.items()
             }
             totals = (
@@ -509,4 +542,14 @@ class SimState:
                 "orders": orders,
                 "max_concurrent_downloads": dict(self._max_in_flight),
                 "max_active_suborders": dict(self._max_active),
+                "quota_used": dict(self._quota_used),
+                "catalog": self._catalog_stats(),
             }
+
+
+def _links(href: str, meta: JSON) -> list[JSON]:
+    """Spring's self and next links of a page (``href`` ends with ``page=``)."""
+    links = [{"rel": "self", "href": f"{href}{meta['number']}"}]
+    if meta["number"] + 1 < meta["totalPages"]:
+        links.append({"rel": "next", "href": f"{href}{meta['number'] + 1}"})
+    return links

@@ -64,9 +64,10 @@ def test_status_faults_apply_in_order_with_retry_after() -> None:
         assert third.status_code == 429 and "retry-after" not in third.headers
         assert fourth.status_code == 202 and fourth.content == b""
         assert fifth.status_code == 200 and md5(fifth.content) == content_md5(1, 1, 10_000)
-        # Status faults leave the file available; only the good answer downloads it.
+        # Each passed-through answer turned the file DOWNLOAD_ERROR; the good one downloaded it.
         stats = sim.stats()["files"]["1"]
         assert (stats["requests"], stats["completed"], stats["aborted"]) == (5, 1, 0)
+        assert stats["download_errors"] == 4
         assert stats["state"] == "DOWNLOADED"
 
 
@@ -82,7 +83,9 @@ def test_faults_only_count_requests_that_would_be_served() -> None:
 def test_always_on_fault() -> None:
     with faulty([{"kind": "status", "status": 410, "times": None}]) as (sim, client):
         assert {get_file(client).status_code for _ in range(4)} == {410}
-        assert sim.state.file_state(1) == "AVAILABLE"
+        stats = sim.stats()["files"]["1"]
+        assert (stats["state"], stats["download_errors"]) == ("DOWNLOAD_ERROR", 4)
+        assert stats["download_error"] == "Gone"
 
 
 def test_truncate_breaks_the_body_and_marks_the_file_aborted() -> None:
@@ -219,6 +222,29 @@ def test_global_status_faults_on_each_endpoint() -> None:
         assert get_file(client, 2).status_code == 404
         assert get_file(client, 2).status_code == 200
         stats = sim.stats()
-        assert stats["requests"] == {"token": 3, "order": 2, "files": 0, "download": 2}
+        assert stats["requests"] | {"token": 3, "order": 2, "files": 0, "download": 2} == (
+            dict.fromkeys(stats["requests"], 0) | {"token": 3, "order": 2, "download": 2}
+        )
         assert stats["logins"] == 1
         assert stats["files"]["2"]["requests"] == 1  # the faulted request never reached it
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "method", "path"),
+    [
+        ("search", "GET", "/api/v1/rs-catalog/engines/legacy/dataobjects/search"),
+        ("basket", "GET", "/api/v1/rs-order/order/basket"),
+        ("apply", "POST", "/api/v1/rs-order/user/orders/apply"),
+        ("quota", "GET", "/api/v1/rs-storage/quota/current"),
+        ("dataset_files", "GET", "/api/v1/rs-order/orders/1/dataset/1/files"),
+    ],
+)
+def test_global_faults_on_the_ordering_endpoints(endpoint: str, method: str, path: str) -> None:
+    fault = {"endpoint": endpoint, "kind": "status", "status": 503, "retry_after": 2}
+    with faulty([], faults=[fault]) as (sim, client):
+        body = {"queries": ["label:x"]} if method == "POST" else None
+        first = client.request(method, path, headers=AUTH, json=body)
+        assert first.status_code == 503 and first.headers["retry-after"] == "2"
+        second = client.request(method, path, headers=AUTH, json=body)
+        assert second.status_code in (200, 204, 422)
+        assert sim.stats()["requests"][endpoint] == 2
