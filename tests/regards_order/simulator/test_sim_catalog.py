@@ -7,10 +7,10 @@ from typing import Any
 
 import httpx
 import pytest
-from sim_client import running
 
 from regards_order.simulator import Scenario
 from regards_order.simulator.content import content_md5
+from tests.helpers.simulator_client import running
 
 SEARCH = "/api/v1/rs-catalog/engines/legacy/dataobjects/search"
 URN = r"URN:AIP:DATA:demo:[0-9a-f-]{36}:V1"

@@ -12,7 +12,10 @@ from typing import Any
 
 import httpx
 import pytest
-from sim_client import (
+
+from regards_order.simulator import Simulator
+from regards_order.simulator.content import content_md5
+from tests.helpers.simulator_client import (
     fetch,
     file_stats,
     listed,
@@ -23,9 +26,6 @@ from sim_client import (
     summary,
     wait_for,
 )
-
-from regards_order.simulator import Simulator
-from regards_order.simulator.content import content_md5
 
 BIG = 32 * 2**20  # more than loopback socket buffers hold: a vanished client is always noticed
 

@@ -6,7 +6,9 @@ from typing import Any
 
 import httpx
 import pytest
-from sim_client import (
+
+from regards_order.simulator.content import content_md5
+from tests.helpers.simulator_client import (
     ORDERS,
     USER,
     fetch,
@@ -18,8 +20,6 @@ from sim_client import (
     summary,
     wait_for,
 )
-
-from regards_order.simulator.content import content_md5
 
 QUOTA = "/api/v1/rs-storage/quota/current"
 

@@ -7,7 +7,8 @@ from typing import Any
 
 import httpx
 import pytest
-from sim_client import ORDERS, USER, fetch, listed, md5, order, running, summary
+
+from tests.helpers.simulator_client import ORDERS, USER, fetch, listed, md5, order, running, summary
 
 APPLY = f"{ORDERS}/apply"
 BASKET = "/api/v1/rs-order/order/basket"
