@@ -190,3 +190,16 @@ def test_the_order_services_own_refusals_leave_the_file_as_it_is() -> None:
         assert states == {2: ("ERROR", 0), 3: ("AVAILABLE", 0), 4: ("PENDING", 0)}
         assert file_stats(sim, 2)["download_error"] is None
         assert summary(order(client)) == ("DONE_WITH_WARNING", 100, 1, 1, True)
+
+
+def test_the_last_available_file_aborted_turns_the_order_at_once() -> None:
+    # Nothing is left AVAILABLE: no suborder waits, and the maintenance finds the error now.
+    fault, size, _ = FAILURES["truncate"]
+    orders = [{"id": 1, "files": [{"filename": "only.bin", "size": size, "faults": [fault]}]}]
+    with running(orders=orders) as (sim, client):
+        assert summary(order(client)) == ("DONE", 100, 1, 0, True)
+        fail_once(sim, client, "truncate")
+        assert summary(order(client)) == ("DONE_WITH_WARNING", 100, 0, 0, False)
+        assert listed(client) == []
+        assert fetch(client, 1).status_code == 200
+        assert summary(order(client)) == ("DONE_WITH_WARNING", 100, 0, 0, False)
