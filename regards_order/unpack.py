@@ -111,7 +111,9 @@ class UnpackReport:
 
     def summary(self) -> str:
         """One line for a log or a flow run's state."""
-        line = f"{len(self.extracted)} members ({self.bytes} bytes) unpacked into {self.folder}"
+        count = len(self.extracted)
+        members = "1 member" if count == 1 else f"{count} members"
+        line = f"{members} ({self.bytes} bytes) unpacked into {self.folder}"
         if self.refused:
             line += f"; {len(self.refused)} refused"
         if self.failed:
