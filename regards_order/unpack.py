@@ -1,10 +1,10 @@
 """Unpack a delivered archive beside it, on the same fsspec target, writing nothing outside.
 
-`a/b/x.tar.gz` is unpacked into the folder `a/b/x/`. The archive is read as a stream (a tar)
-or through its seekable file (a zip: remote files seek with range requests), one chunk at a
-time, so memory stays flat whatever its size. Every member goes through `write_stream`, which
-commits it only once its bytes have passed the archive's own checks: a zip member's CRC-32,
-gzip's CRC-32 and length trailer, tar's header checksums.
+`a/b/x.tar.gz` is unpacked into the folder `a/b/x/`. The archive is read one chunk at a time
+(see regards_order.archives), so memory stays flat whatever its size, and every member goes
+through `write_stream`, which commits it only once its bytes have passed the archive's own
+checks. A .tar.gz is read through once before anything is written: gzip's CRC-32 comes after
+the last member.
 
 Names inside an archive are as untrusted as the server's filenames. A member that could land
 outside the folder (an absolute path, `..`, a drive), or that is not a plain file or folder (a
@@ -19,18 +19,18 @@ and nothing else there is touched, so unpacking the same archive again gives the
 
 from __future__ import annotations
 
-import gzip
 import re
-import stat
-import tarfile
-import zipfile
-import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from enum import Enum
-from functools import partial
-from typing import IO, Any
+from typing import Any
 
+from regards_order.archives import (
+    CHECK_ERRORS,
+    ArchiveFormat,
+    Member,
+    gzip_tar_problem,
+    members,
+)
 from regards_order.errors import ConfigurationError, SizeMismatch, TargetError, TargetThrottled
 from regards_order.paths import sanitize_filename
 from regards_order.transfer import Target, open_target, write_stream
@@ -38,23 +38,8 @@ from regards_order.transfer import Target, open_target, write_stream
 #: The names unpacked, longest first (`.tar.gz` before `.tar`), matched case-insensitively.
 ARCHIVE_SUFFIXES = (".tar.gz", ".tgz", ".tar", ".zip")
 
-#: Bytes read from a member (or from a tar stream) at a time.
-MEMBER_CHUNK = 256 * 1024
-
 #: Read-ahead of the archive's own file: remote files (s3fs: 50 MiB by default) cache one block.
 ARCHIVE_READ_BLOCK = 4 * 1024 * 1024
-
-#: Errors with which an archive says its bytes are not what it recorded.
-CHECK_ERRORS = (zipfile.BadZipFile, tarfile.TarError, gzip.BadGzipFile, EOFError, zlib.error)
-
-
-class ArchiveFormat(Enum):
-    """How an archive is read."""
-
-    ZIP = "zip"
-    TAR = "tar"
-    TAR_GZ = "tar.gz"
-
 
 _FORMATS = {
     ".tar.gz": ArchiveFormat.TAR_GZ,
@@ -150,11 +135,11 @@ def unpack(archive_url: str, storage_options: dict[str, Any] | None = None) -> U
         return report
     try:
         with archive.fs.open(archive.root, "rb", block_size=ARCHIVE_READ_BLOCK) as source:
-            if kind is ArchiveFormat.TAR_GZ and (problem := _gzip_tar_problem(source)):
+            if kind is ArchiveFormat.TAR_GZ and (problem := gzip_tar_problem(source)):
                 report.error = f"the archive is corrupt ({problem}): nothing was unpacked"
                 return report
             source.seek(0)
-            _extract_all(_members(kind, source), folder, report)
+            _extract_all(members(kind, source), folder, report)
     except FileNotFoundError:
         report.error = "the archive does not exist"
     except PermissionError as error:
@@ -162,18 +147,6 @@ def unpack(archive_url: str, storage_options: dict[str, Any] | None = None) -> U
     except OSError as error:
         raise TargetThrottled(f"reading {report.archive} failed: {error}") from None
     return report
-
-
-@dataclass(frozen=True)
-class _Member:
-    """One entry of an archive, as the unpack sees it."""
-
-    name: str
-    size: int
-    is_dir: bool
-    #: Why its type is refused (a link, a device...), or None for a file or a folder.
-    refusal: str | None
-    chunks: Callable[[], Iterator[bytes]]
 
 
 class UnsafeName(Exception):
@@ -202,11 +175,11 @@ def member_path(name: str) -> str:
     return "/".join(safe)
 
 
-def _extract_all(members: Iterator[_Member], folder: Target, report: UnpackReport) -> None:
+def _extract_all(entries: Iterator[Member], folder: Target, report: UnpackReport) -> None:
     """Write every acceptable member; record the others; stop where the archive breaks."""
     seen = 0
     try:
-        for member in members:
+        for member in entries:
             seen += 1
             if member.refusal is not None:
                 report.refused.append(Problem(member.name, member.refusal))
@@ -220,119 +193,22 @@ def _extract_all(members: Iterator[_Member], folder: Target, report: UnpackRepor
                 _extract(member, folder, relative, report)
     except CHECK_ERRORS as error:
         reason = str(error) or type(error).__name__
-        entries = f"{seen} entry" if seen == 1 else f"{seen} entries"
-        report.error = f"the archive is corrupt after {entries}: {reason}"
+        read = f"{seen} entry" if seen == 1 else f"{seen} entries"
+        report.error = f"the archive is corrupt after {read}: {reason}"
 
 
-def _extract(member: _Member, folder: Target, relative: str, report: UnpackReport) -> None:
+def _extract(member: Member, folder: Target, relative: str, report: UnpackReport) -> None:
     try:
         written = write_stream(
             folder, f"{folder.root}/{relative}", member.chunks(), size=member.size
         )
-    except (*CHECK_ERRORS, SizeMismatch, NotImplementedError) as error:
+    except (*CHECK_ERRORS, SizeMismatch) as error:
         report.failed.append(Problem(member.name, f"failed the archive's check: {error}"))
+    except NotImplementedError as error:  # zipfile: a compression method it does not read
+        report.failed.append(Problem(member.name, f"cannot be read: {error}"))
     except TargetThrottled:
         raise
     except TargetError as error:
         report.failed.append(Problem(member.name, str(error)))
     else:
         report.extracted.append(Extracted(relative, written.size, written.md5))
-
-
-def _members(kind: ArchiveFormat, source: IO[bytes]) -> Iterator[_Member]:
-    if kind is ArchiveFormat.ZIP:
-        return _zip_members(source)
-    return _tar_members(source, compressed=kind is ArchiveFormat.TAR_GZ)
-
-
-def _zip_members(source: IO[bytes]) -> Iterator[_Member]:
-    with zipfile.ZipFile(source) as archive:
-        for info in archive.infolist():
-            chunks = partial(_read_zip_member, archive, info)
-            yield _Member(info.filename, info.file_size, info.is_dir(), _zip_refusal(info), chunks)
-
-
-def _read_zip_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> Iterator[bytes]:
-    # zipfile checks the CRC-32 when the member is read to its end: the last read raises.
-    with archive.open(info) as member:
-        while chunk := member.read(MEMBER_CHUNK):
-            yield chunk
-
-
-def _zip_refusal(info: zipfile.ZipInfo) -> str | None:
-    if info.flag_bits & 0x1:
-        return "an encrypted member"
-    kind = stat.S_IFMT(info.external_attr >> 16)  # the Unix mode, where a Unix tool wrote one
-    if kind == stat.S_IFLNK:
-        return "a symbolic link"
-    if kind not in (0, stat.S_IFREG, stat.S_IFDIR):
-        return "a special file (device, FIFO or socket)"
-    return None
-
-
-#: The header tarfile reads at a proper end of the archive (a block of zeros).
-_END_OF_ARCHIVE: type[Exception] = tarfile.EOFHeaderError  # type: ignore[attr-defined]
-
-
-class _StrictTarInfo(tarfile.TarInfo):
-    """tarfile takes a header with a bad checksum, one cut short or a missing end-of-archive
-    marker for the end of the archive, silently: here they raise, so damage never looks like
-    a complete archive."""
-
-    @classmethod
-    def fromtarfile(cls, tarfile_: tarfile.TarFile) -> _StrictTarInfo:
-        try:
-            return super().fromtarfile(tarfile_)
-        except tarfile.HeaderError as error:
-            if isinstance(error, _END_OF_ARCHIVE):
-                raise
-            raise tarfile.ReadError(f"damaged tar header: {error}") from None
-
-
-def _tar_members(source: IO[bytes], *, compressed: bool) -> Iterator[_Member]:
-    # tarfile's own gzip stream never checks the trailer: gzip.GzipFile does, at the end.
-    stream: IO[bytes] | gzip.GzipFile = (
-        gzip.GzipFile(fileobj=source, mode="rb") if compressed else source
-    )
-    with tarfile.open(
-        fileobj=stream, mode="r|", tarinfo=_StrictTarInfo, bufsize=MEMBER_CHUNK
-    ) as archive:
-        while (info := archive.next()) is not None:
-            chunks = partial(_read_tar_member, archive, info)
-            yield _Member(info.name, info.size, info.isdir(), _tar_refusal(info), chunks)
-            # tarfile keeps every header for random access, which a stream never uses: memory
-            # would grow with the number of members.
-            archive.members.clear()  # type: ignore[attr-defined]
-    while stream.read(MEMBER_CHUNK):  # the padding, then gzip's trailer is checked
-        pass
-
-
-def _read_tar_member(archive: tarfile.TarFile, info: tarfile.TarInfo) -> Iterator[bytes]:
-    member = archive.extractfile(info)
-    assert member is not None  # a regular file: the only kind ever read
-    with member:
-        while chunk := member.read(MEMBER_CHUNK):
-            yield chunk
-
-
-def _tar_refusal(info: tarfile.TarInfo) -> str | None:
-    if info.issym():
-        return "a symbolic link"
-    if info.islnk():
-        return "a hard link"
-    if info.isdev():
-        return "a device or FIFO"
-    if not (info.isfile() or info.isdir()):
-        return f"an unsupported member type {info.type!r}"
-    return None
-
-
-def _gzip_tar_problem(source: IO[bytes]) -> str | None:
-    """Read a .tar.gz through, writing nothing: gzip's CRC-32 and length are in its trailer,
-    after the last member, so no member can be trusted before the whole stream is read."""
-    try:
-        for _ in _tar_members(source, compressed=True):
-            pass
-    except CHECK_ERRORS as error:
-        return str(error) or type(error).__name__
-    return None

@@ -13,9 +13,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from archives import Entry, build, build_tar, build_zip, zip_member_data_offset
+from archive_builder import Entry, build, build_tar, build_zip, zip_member_data_offset
 from fsspec.core import url_to_fs
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from targets import DeliveryTarget
 
@@ -291,7 +291,13 @@ def test_member_paths_that_could_leave_are_refused(name: str) -> None:
         member_path(name)
 
 
-@given(st.text(alphabet=st.sampled_from(list("ab./\\: \x00C")), max_size=24))
+@settings(deadline=None)  # the machine may be busy: a slow example is not a failure
+@given(
+    st.one_of(
+        st.text(alphabet=st.sampled_from(list("ab./\\: \x00C")), max_size=24),
+        st.text(max_size=40),
+    )
+)
 def test_any_member_path_accepted_stays_inside(name: str) -> None:
     try:
         path = member_path(name)
