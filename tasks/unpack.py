@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict
 from typing import Any
 
@@ -14,9 +15,12 @@ from tasks.transfer import retry_on_transient
 #: Name of the event emitted once an archive is unpacked (completely or not).
 UNPACKED_EVENT = "regards-order.archive.unpacked"
 
-#: Members an event lists (path, size, MD5; or why not unpacked) before it only counts them:
-#: Prefect refuses events over 1.5 MB, and an archive may hold a million members.
+#: Members an event lists (path, size, MD5; or why not unpacked) at most; the rest are
+#: counted only. An archive may hold a million members, and Prefect refuses events over
+#: 1.5 MB: fewer are listed if their names are so long that the payload would pass
+#: PAYLOAD_BYTES.
 LISTED_MEMBERS = 1000
+PAYLOAD_BYTES = 500_000
 
 #: Refused or failed members named one by one in the log; the report holds every one.
 LOGGED_PROBLEMS = 20
@@ -72,16 +76,24 @@ def unpacked_event(
     if known:
         file_resource = f"regards-order.file.{order_id}.{file_id}"
         related.append({"prefect.resource.id": file_resource, "prefect.resource.role": "archive"})
-    listed = report.extracted[:LISTED_MEMBERS]
-    payload = {
+    listed = LISTED_MEMBERS
+    payload = _payload(report, listed)
+    while listed and len(json.dumps(payload)) > PAYLOAD_BYTES:  # names can be long
+        listed //= 2
+        payload = _payload(report, listed)
+    return {"event": UNPACKED_EVENT, "resource": resource, "related": related, "payload": payload}
+
+
+def _payload(report: UnpackReport, listed: int) -> dict[str, Any]:
+    """What the event says of `report`, listing at most `listed` members of each kind."""
+    return {
         "folder": report.folder,
         "members": len(report.extracted),
         "bytes": report.bytes,
-        "refused": [asdict(problem) for problem in report.refused[:LISTED_MEMBERS]],
-        "failed": [asdict(problem) for problem in report.failed[:LISTED_MEMBERS]],
+        "refused": [asdict(problem) for problem in report.refused[:listed]],
+        "failed": [asdict(problem) for problem in report.failed[:listed]],
         "error": report.error,
-        "extracted": [asdict(member) for member in listed],
-        "listed_all": max(len(report.extracted), len(report.refused), len(report.failed))
-        <= LISTED_MEMBERS,
+        "summary": report.summary(),
+        "extracted": [asdict(member) for member in report.extracted[:listed]],
+        "listed_all": max(len(report.extracted), len(report.refused), len(report.failed)) <= listed,
     }
-    return {"event": UNPACKED_EVENT, "resource": resource, "related": related, "payload": payload}
