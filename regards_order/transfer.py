@@ -439,3 +439,54 @@ def _abort_unclaimed_uploads(target: Target, folder: str, live_runs: Container[s
                 target.fs.abort_mpu(bucket, key, upload["UploadId"])
                 removed += 1
     return removed
+
+
+def write_stream(
+    target: Target, path: str, chunks: Iterable[bytes], *, size: int | None = None
+) -> Written:
+    """Write `chunks` to `path`, hashing them as they go, and commit them only once the stream
+    has ended without an error: a source that checks its bytes while they are read (an
+    archive's member, whose CRC fails at its end) leaves nothing at `path`. No MD5 is known in
+    advance, unlike write_verified: the one computed is returned. A `size` given is checked.
+
+    The same commit as write_verified: files under a partial name, renamed once complete; S3
+    objects straight to their key, visible only when the upload completes. A folder at `path`
+    is not replaced (a rename would move the file into it). Errors of the source propagate as
+    they are; errors of the target become TargetError or TargetThrottled.
+    """
+    fs = target.fs
+    direct = target.writes_objects
+    parent, _, name = path.rpartition("/")
+    staging = path if direct else f"{parent}/.{name}.{secrets.token_hex(4)}{PARTIAL_SUFFIX}"
+    # The part size of write_verified; no MD5 metadata, the MD5 is known only at the end.
+    options = {"block_size": _upload_options(fs, "", size)["block_size"]} if direct else {}
+    with _target_errors(path):
+        try:
+            if not direct:
+                fs.makedirs(parent, exist_ok=True)
+            sink = fs.open(staging, "wb", **options)
+        except FileExistsError:  # a file where a folder goes: trying again cannot help
+            raise TargetError(f"cannot write {path}: a file is in the way") from None
+    digest = StreamMd5(background=size is not None and size >= BACKGROUND_HASH_BYTES)
+    written = 0
+    try:
+        for chunk in chunks:
+            check_stop()
+            digest.update(chunk)
+            with _target_errors(path):
+                sink.write(chunk)
+            written += len(chunk)
+        if size is not None and written != size:
+            raise SizeMismatch(f"read {written} bytes, expected {size}")
+        with _target_errors(path):
+            if not direct and fs.isdir(path):
+                raise TargetError(f"cannot write {path}: a folder is in the way")
+            sink.close()  # on S3 this completes the upload: the object appears whole
+            if not direct:
+                fs.mv(staging, path)
+    except BaseException:
+        _abandon(target, sink, staging)
+        raise
+    finally:
+        digest.close()
+    return Written(path=path, size=written, md5=digest.hexdigest())
