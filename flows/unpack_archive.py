@@ -21,9 +21,9 @@ from pydantic import Field
 
 from regards_order.errors import RegardsOrderError
 from regards_order.settings import check_no_credentials
+from regards_order.tasks.unpack import unpack_members, unpacked_event
 from regards_order.transfer import open_target
 from regards_order.unpack import UnpackReport, archive_format
-from tasks.unpack import unpack_members, unpacked_event
 
 
 def _titled(title: str) -> Any:

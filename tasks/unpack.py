@@ -6,11 +6,12 @@ import json
 from dataclasses import asdict
 from typing import Any
 
-from prefect import get_run_logger, task
+from prefect import Task, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
+from prefect.client.schemas.objects import State, TaskRun
 
+from regards_order.errors import is_retryable
 from regards_order.unpack import UnpackReport, unpack
-from tasks.transfer import retry_on_transient
 
 #: Name of the event emitted once an archive is unpacked (completely or not).
 UNPACKED_EVENT = "regards-order.archive.unpacked"
@@ -26,12 +27,18 @@ PAYLOAD_BYTES = 500_000
 LOGGED_PROBLEMS = 20
 
 
+def retry_on_passing_error(task: Task[Any, Any], run: TaskRun, state: State[Any]) -> bool:
+    """Retry only when the error raised may pass (a throttled or failing target)."""
+    error = state.data
+    return isinstance(error, BaseException) and is_retryable(error)
+
+
 @task(
     name="unpack-members",
     cache_policy=NO_CACHE,
     retries=2,
     retry_delay_seconds=10,
-    retry_condition_fn=retry_on_transient,
+    retry_condition_fn=retry_on_passing_error,
 )
 def unpack_members(target: str, storage_options: dict[str, Any]) -> UnpackReport:
     """Extract every safe member of the archive at `target` into the folder beside it."""

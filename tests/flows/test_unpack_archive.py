@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-from archive_builder import Entry, build
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import (
     DeploymentFilter,
@@ -26,12 +25,13 @@ from prefect.client.schemas.objects import FlowRun, State
 from prefect.events import emit_event
 from prefect.events.filters import EventFilter, EventNameFilter, EventResourceFilter
 from prefect.events.schemas.events import Event
-from targets import DeliveryTarget
 
-from deployments.unpack_trigger import DELIVERED_EVENT, unpack_trigger
-from flows.unpack_archive import unpack_archive
+from regards_order.deployments.unpack_trigger import DELIVERED_EVENT, unpack_trigger
+from regards_order.flows.unpack_archive import unpack_archive
+from regards_order.tasks.unpack import UNPACKED_EVENT
 from regards_order.unpack import UnpackReport
-from tasks.unpack import UNPACKED_EVENT
+from tests.helpers.archives import Entry, build
+from tests.helpers.targets import DeliveryTarget
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 

@@ -13,11 +13,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from archive_builder import Entry, build, build_tar, build_zip, zip_member_data_offset
 from fsspec.core import url_to_fs
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from targets import DeliveryTarget
 
 from regards_order.unpack import (
     ARCHIVE_SUFFIXES,
@@ -27,6 +25,8 @@ from regards_order.unpack import (
     member_path,
     unpack,
 )
+from tests.helpers.archives import Entry, build, build_tar, build_zip, zip_member_data_offset
+from tests.helpers.targets import DeliveryTarget
 
 SUFFIXES = [".zip", ".tar", ".tar.gz", ".tgz"]
 BIG = bytes(random.Random(7).randbytes(700 * 1024))  # several chunks of a member

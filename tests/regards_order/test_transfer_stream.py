@@ -8,10 +8,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from targets import DeliveryTarget
 
 from regards_order.errors import SizeMismatch, TargetError
 from regards_order.transfer import BACKGROUND_HASH_BYTES, open_target, write_stream
+from tests.helpers.targets import DeliveryTarget
 
 DATA = os.urandom(2 * 1024 * 1024 + 5)
 

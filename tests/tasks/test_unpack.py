@@ -5,8 +5,8 @@ from __future__ import annotations
 from prefect.events.schemas.events import Event
 from prefect.settings import get_current_settings
 
+from regards_order.tasks.unpack import LISTED_MEMBERS, UNPACKED_EVENT, unpacked_event
 from regards_order.unpack import Extracted, Problem, UnpackReport
-from tasks.unpack import LISTED_MEMBERS, UNPACKED_EVENT, unpacked_event
 
 ARCHIVE = "s3://bucket/regards/x.tar"
 
