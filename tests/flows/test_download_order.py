@@ -439,3 +439,35 @@ def test_every_size_is_recognised_as_verified_on_a_rerun(
     assert state.is_completed(), state.message
     assert second.counts == {"downloaded": 0, "skipped": 4, "failed": 0}
     assert sim.stats()["bytes_sent"] == sent  # not a byte fetched again, the empty file included
+
+
+@pytest.mark.parametrize(
+    "fault",
+    [
+        {"kind": "status", "status": 429, "retry_after": 1},
+        {"kind": "status", "status": 503},
+        {"kind": "truncate", "at_byte": 1000},
+    ],
+    ids=["429", "503", "truncated"],
+)
+def test_an_aborted_download_of_the_last_file_still_delivers_the_order(
+    start_simulator: Start, tmp_path: Path, fault: dict[str, Any]
+) -> None:
+    # One file per suborder; the last one's first download does not end: the server makes it
+    # DOWNLOAD_ERROR while the order is DONE with nothing else to download, so the order
+    # turns DONE_WITH_WARNING for good, with no file in error. The file is fetched again.
+    files: list[dict[str, Any]] = [{"filename": f"f{i}.bin", "size": 5000} for i in range(3)]
+    files[-1]["faults"] = [fault]
+    sim = start_simulator(
+        scenario([{"id": 1, "owner": USER, "files": files}], suborder_max_files=1)
+    )
+    state, report = run(1, tmp_path, connection_for(sim))
+    assert state.is_completed(), state.message
+    stats = sim.stats()
+    assert stats["orders"]["1"]["history"][-2:] == ["DONE", "DONE_WITH_WARNING"]
+    assert stats["files"]["3"]["download_errors"] == 1 and stats["files"]["3"]["completed"] == 1
+    assert report.ok and report.status == "DONE_WITH_WARNING" and report.files_in_error == 0
+    assert report.counts == {"downloaded": 3, "skipped": 0, "failed": 0}
+    assert any("DONE_WITH_WARNING with no file in error" in w for w in report.warnings)
+    for outcome in report.files:
+        assert md5(Path(outcome.target)) == outcome.md5
