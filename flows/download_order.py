@@ -20,9 +20,10 @@ from prefect.states import Failed
 from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import Field
 
+from regards_order.client import client_held
 from regards_order.delivery import Delivery
 from regards_order.errors import RegardsOrderError
-from regards_order.flows.publish import Progress, publish
+from regards_order.flows.publish import Progress, one_line_per_file, publish
 from regards_order.flows.transfers import Transfers, look, transfer_runner
 from regards_order.leases import claim_target
 from regards_order.record import DeliveryRecord
@@ -43,11 +44,16 @@ from regards_order.transfer import open_target
 )
 async def download_order(
     # Prefect titles a top-level parameter by its name and describes it from the docstring's
-    # Args: the title goes through json_schema_extra, the description below.
+    # Args: the title goes through json_schema_extra (unlike a model's own title: pydantic
+    # drops a field title equal to it), the description below.
     order_id: Annotated[int, Field(gt=0, json_schema_extra={"title": "Order id"})],
     target: Annotated[str, Field(min_length=1, json_schema_extra={"title": "Target"})],
-    connection: Connection,
-    options: DownloadOptions = DownloadOptions(),  # noqa: B008 - immutable (frozen) default
+    connection: Annotated[
+        Connection, Field(json_schema_extra={"title": "REGARDS server and user"})
+    ],
+    options: Annotated[
+        DownloadOptions, Field(json_schema_extra={"title": "Download settings"})
+    ] = DownloadOptions(),  # noqa: B008 - immutable (frozen) default
 ) -> OrderReport | State[OrderReport]:
     """Poll the order, transfer each file as it becomes available, report every outcome.
 
@@ -59,23 +65,28 @@ async def download_order(
         options: Parallelism, polling, deadline, retries, and the target's storage options.
     """
     logger = get_run_logger()
+    one_line_per_file()
     try:
         connection = await resolve_credentials(connection)
         destination = open_target(target, options.storage_options)
         destination.check()
+        delivery = Delivery(DeliveryRecord(destination, order_id))
         lease, removed = claim_target(destination)
     except RegardsOrderError as error:  # expected: said in one line, no traceback
         return Failed(message=str(error), data=error)
     if removed:
         logger.info("Removed %d leftovers of runs that died", removed)
-    delivery = Delivery(DeliveryRecord(destination, order_id))
     run = OrderRun(order_id, delivery, options, logger=logger)
     user_limit = await ensure_user_limit(connection, options.user_transfer_limit)
     progress = await Progress.start(run)
     try:
         # One Prefect API client for every transfer thread: without a client in the context
         # they inherit, Prefect builds two per task run (a TLS context each).
-        with SyncClientContext.get_or_create(), transfer_runner(options) as runner:
+        with (
+            client_held(connection),
+            SyncClientContext.get_or_create(),
+            transfer_runner(options) as runner,
+        ):
             transfers = Transfers(
                 runner, run, connection=connection, target=target, owner=lease.run_id,
                 storage_options=options.storage_options, user_limit=user_limit,

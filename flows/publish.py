@@ -1,8 +1,11 @@
-"""What a download_order run shows in Prefect as it goes and when it ends: a progress artifact
-of the files settled, and a table artifact with one row per file."""
+"""What a download_order run shows in Prefect as it goes and when it ends: one log line per
+file (from the run), a progress artifact of the files settled, and a table artifact with one
+row per file."""
 
 from __future__ import annotations
 
+import logging
+import os
 import time
 from uuid import UUID
 
@@ -17,6 +20,18 @@ from regards_order.run import OrderRun
 
 #: Seconds between two updates of the progress artifact.
 PROGRESS_INTERVAL = 1.0
+
+
+#: The setting that gives Prefect's own task-run log level (see one_line_per_file).
+TASK_RUN_LEVEL = "PREFECT_LOGGING_LOGGERS_PREFECT_TASK_RUNS_LEVEL"
+
+
+def one_line_per_file() -> None:
+    """Keep Prefect's own "Finished in state Completed()" line of each task run out of the
+    run's logs, unless its level was set: the run logs one line per file that names it.
+    Warnings and errors of task runs stay."""
+    if not os.environ.get(TASK_RUN_LEVEL):
+        logging.getLogger("prefect.task_runs").setLevel(logging.WARNING)
 
 
 class Progress:

@@ -82,7 +82,6 @@ class Transfers:
             quote if isinstance(runner, ThreadPoolTaskRunner) else lambda value: value
         )
         self._ended: queue.Queue[tuple[str, PrefectFuture[FileOutcome]]] = queue.Queue()
-        self._running = 0
 
     def start(self) -> None:
         """Start every file the run wants started now."""
@@ -93,7 +92,6 @@ class Transfers:
             future = self.runner.submit(self.task, parameters)
             key = transfer.file.key
             future.add_done_callback(lambda done, key=key: self._ended.put((key, done)))
-            self._running += 1
 
     async def wait(self, seconds: float | None) -> int:
         """Wait up to `seconds` (None: for as long as it takes) for a transfer to end, then
@@ -108,7 +106,6 @@ class Transfers:
         count = 0
         while True:
             self.run.settled(await _outcome(*ended, self.run.delivery))
-            self._running -= 1
             count += 1
             try:
                 ended = self._ended.get_nowait()
@@ -121,7 +118,7 @@ class Transfers:
     async def drain(self, between: Callable[[], None]) -> None:
         """Let every transfer in flight end, whatever ended the run (`between` is called at
         least every STOP_CHECK_SECONDS meanwhile)."""
-        while self._running:
+        while self.run.delivery.in_flight:
             await self.wait(STOP_CHECK_SECONDS)
             between()
         save_record(self.run, adopt=False)

@@ -14,6 +14,7 @@ import re
 import ssl
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -45,6 +46,14 @@ from regards_order.models import (
 from regards_order.settings import Connection
 
 _MARKUP = re.compile(r"<[^>]*>")
+
+#: Connections for the calls about orders (logins, looks, listings) and how long one may wait
+#: for a connection of that pool.
+API_CONNECTIONS = 8
+API_POOL_TIMEOUT = 60.0
+
+#: Idle connections kept for file bodies (more transfers than that open new ones).
+KEPT_ALIVE = 64
 
 
 @dataclass
@@ -78,7 +87,7 @@ class Download:
 class RegardsClient:
     """Calls to one REGARDS server on behalf of one user."""
 
-    def __init__(self, connection: Connection, *, max_connections: int = 32) -> None:
+    def __init__(self, connection: Connection) -> None:
         problem = connection.credentials_problem()
         if problem is not None:
             raise ConfigurationError(problem)
@@ -88,24 +97,33 @@ class RegardsClient:
             verify = ssl.create_default_context(cafile=connection.ca_bundle)
         token = connection.token.get_secret_value() if connection.token is not None else None
         self._auth = BearerAuth(login=None if token else self._login, token=token)
-        self._http = httpx.Client(
-            auth=self._auth,
-            verify=verify,
-            follow_redirects=True,
-            timeout=httpx.Timeout(
-                connect=15.0, read=connection.read_timeout, write=60.0, pool=None
-            ),
-            limits=httpx.Limits(
-                max_connections=max_connections, max_keepalive_connections=max_connections
-            ),
+        settings = {
+            "auth": self._auth,
+            "verify": verify,
+            "follow_redirects": True,
             # The pid tells a server's logs (and the tests) which process fetched what.
-            headers={"User-Agent": f"regards-order/{__version__} (pid {os.getpid()})"},
+            "headers": {"User-Agent": f"regards-order/{__version__} (pid {os.getpid()})"},
+        }
+        read = connection.read_timeout
+        # Looks at the order have a pool of their own: they never wait behind file bodies.
+        self._api = httpx.Client(
+            timeout=httpx.Timeout(connect=15.0, read=read, write=60.0, pool=API_POOL_TIMEOUT),
+            limits=httpx.Limits(max_connections=API_CONNECTIONS),
+            **settings,  # type: ignore[arg-type]
+        )
+        # Bodies: as many connections as transfers in flight (their number is bounded by the
+        # transfer pool), so a transfer never waits for a connection.
+        self._files = httpx.Client(
+            timeout=httpx.Timeout(connect=15.0, read=read, write=60.0, pool=None),
+            limits=httpx.Limits(max_connections=None, max_keepalive_connections=KEPT_ALIVE),
+            **settings,  # type: ignore[arg-type]
         )
         self._origin = _origin(connection.host)
 
     def close(self) -> None:
         """Close the pooled connections."""
-        self._http.close()
+        self._api.close()
+        self._files.close()
 
     # -- authentication -------------------------------------------------------------------
 
@@ -221,9 +239,9 @@ class RegardsClient:
         """Open a file's body as a stream; the answer's status is checked first."""
         url, authenticated = self.download_url(file)
         what = f"file {file.key} ({file.filename!r})"
-        request = self._http.build_request("GET", url)
+        request = self._files.build_request("GET", url)
         try:
-            response = self._http.send(
+            response = self._files.send(
                 request, stream=True, auth=self._auth if authenticated else None
             )
         except httpx.TransportError as error:
@@ -244,7 +262,7 @@ class RegardsClient:
 
     def _send(self, method: str, url: str, *, what: str, **kwargs: object) -> httpx.Response:
         try:
-            return self._http.request(method, url, **kwargs)  # type: ignore[arg-type]
+            return self._api.request(method, url, **kwargs)  # type: ignore[arg-type]
         except httpx.TransportError as error:
             raise _transport_error(what, url, error) from None
 
@@ -320,6 +338,7 @@ def _json(response: httpx.Response, what: str) -> object:
 
 
 _shared: dict[Connection, RegardsClient] = {}
+_holders: Counter[Connection] = Counter()
 _shared_lock = threading.Lock()
 
 
@@ -330,6 +349,24 @@ def shared_client(connection: Connection) -> RegardsClient:
         if client is None:
             client = _shared[connection] = RegardsClient(connection)
         return client
+
+
+@contextlib.contextmanager
+def client_held(connection: Connection) -> Iterator[RegardsClient]:
+    """The shared client of `connection` for the length of a run: closed once no run holds it
+    any more (a long-lived worker sees many connections come and go)."""
+    with _shared_lock:
+        _holders[connection] += 1
+    try:
+        yield shared_client(connection)
+    finally:
+        with _shared_lock:
+            _holders[connection] -= 1
+            if _holders[connection] <= 0:
+                del _holders[connection]
+                client = _shared.pop(connection, None)
+                if client is not None:
+                    client.close()
 
 
 @atexit.register

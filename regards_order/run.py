@@ -19,7 +19,7 @@ from regards_order.delivery import Delivery, Transfer
 from regards_order.errors import AccessDenied, NotFound, RegardsOrderError
 from regards_order.models import Order, OrderFile, OrderStatus
 from regards_order.polling import Backoff
-from regards_order.report import EndReason, FileOutcome, OrderReport, files
+from regards_order.report import EndReason, FileOutcome, OrderReport, Outcome, files
 from regards_order.settings import DownloadOptions
 from regards_order.stopping import stop_requested
 
@@ -28,6 +28,9 @@ EXPIRY_WARNING_SECONDS = 24 * 3600.0
 
 #: Longest sleep between two checks of a stop request and of the deadline.
 STOP_CHECK_SECONDS = 1.0
+
+#: Marks the log record of a file that settled (`extra={FILE_LINE: True}`).
+FILE_LINE = "regards_order_file"
 
 Clock = Callable[[], float]
 
@@ -135,6 +138,7 @@ class OrderRun:
         now = self._clock()
         retry_at = now + self.options.max_poll_interval if not self._stopped() else None
         self.delivery.settle(outcome, retry_at=retry_at)
+        self._say(outcome)
         if self.delivery.idle:
             # Look now: the server may release the next suborder, and a final order ends there.
             self.next_look = now
@@ -239,6 +243,23 @@ class OrderRun:
             f"the deadline of {self.options.timeout or 0:g} s passed with order "
             f"{self.order_id} {self.status} and {files(left)} known not delivered{last}"
         )
+
+    # -- what the log says -------------------------------------------------------------------
+
+    def _say(self, outcome: FileOutcome) -> None:
+        """One line per file as it settles (the command line keeps the good ones off its
+        console: they carry FILE_LINE)."""
+        attempts = f"{outcome.attempts} attempt" + ("s" if outcome.attempts != 1 else "")
+        if outcome.outcome is Outcome.FAILED:
+            self.logger.warning(
+                "%s: failed after %s: %s", outcome.filename, attempts, outcome.error,
+                extra={FILE_LINE: True},
+            )  # fmt: skip
+        else:
+            self.logger.info(
+                "%s: %s, %s bytes, %s", outcome.filename, outcome.outcome.value, outcome.size,
+                attempts, extra={FILE_LINE: True},
+            )  # fmt: skip
 
     # -- what the looks say -----------------------------------------------------------------
 

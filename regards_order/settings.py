@@ -15,6 +15,9 @@ from typing import Annotated, Any
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+
+# An optional field's None is left out of its schema: the run form then shows a plain input
+# that can be filled in at once (an empty one is None), not a type switch to set first.
 from pydantic.json_schema import SkipJsonSchema
 
 #: REGARDS' default OAuth2 client secret, shipped with every installation.
@@ -32,6 +35,8 @@ class Cli:
     inverted: bool = False
     #: A dict setting also taken as a repeatable `KEY=VALUE` option of this name.
     pairs: str | None = None
+    #: The option's help, where the field's description does not fit a flag (an inverted one).
+    help: str | None = None
 
 
 class Connection(BaseModel):
@@ -49,7 +54,7 @@ class Connection(BaseModel):
         description="REGARDS project (tenant), sent as the OAuth2 scope.",
         min_length=1,
     )
-    username: str | None = Field(
+    username: str | SkipJsonSchema[None] = Field(
         default=None, title="Username", description="REGARDS user (usually an e-mail address)."
     )
     # The password, the token and a site's own client secret never travel as flow
@@ -64,17 +69,17 @@ class Connection(BaseModel):
     token: SkipJsonSchema[SecretStr | None] = Field(
         default=None, exclude=True, description="A ready Bearer token instead of a login."
     )
-    password_block: str | None = Field(
+    password_block: str | SkipJsonSchema[None] = Field(
         default=None,
         title="Password Secret block",
         description="Name of a Prefect Secret block holding the user's password "
-        "(default: REGARDS_PASSWORD from the worker's environment).",
+        "(default: REGARDS_PASSWORD where the flow runs).",
     )
-    token_block: str | None = Field(
+    token_block: str | SkipJsonSchema[None] = Field(
         default=None,
         title="Token Secret block",
         description="Name of a Prefect Secret block holding a ready Bearer token, used instead "
-        "of a password (default: REGARDS_TOKEN from the worker's environment).",
+        "of a password (default: REGARDS_TOKEN where the flow runs).",
     )
     client_id: str = Field(
         default="client",
@@ -86,19 +91,17 @@ class Connection(BaseModel):
         exclude=True,
         description="Basic password of the token endpoint (default: REGARDS' own, 'secret').",
     )
-    client_secret_block: str | None = Field(
+    client_secret_block: str | SkipJsonSchema[None] = Field(
         default=None,
         title="Client secret Secret block",
         description="Name of a Prefect Secret block holding the site's own OAuth2 client "
-        "secret (default: REGARDS_CLIENT_SECRET from the worker's environment, else REGARDS' "
-        "own).",
+        "secret (default: REGARDS_CLIENT_SECRET where the flow runs, else REGARDS' own).",
     )
-    verify_tls: Annotated[bool, Cli(flag="--insecure", inverted=True)] = Field(
-        default=True,
-        title="Verify TLS",
-        description="Check the server's TLS certificate (--insecure: do not).",
-    )
-    ca_bundle: str | None = Field(
+    verify_tls: Annotated[
+        bool,
+        Cli(flag="--insecure", inverted=True, help="Do not verify the server's TLS certificate."),
+    ] = Field(default=True, title="Verify TLS", description="Check the server's TLS certificate.")
+    ca_bundle: str | SkipJsonSchema[None] = Field(
         default=None,
         title="CA bundle",
         description="PEM file of certificate authorities to trust instead of the system's.",
@@ -181,11 +184,11 @@ class DownloadOptions(BaseModel):
         title="Longest poll interval (s)",
         description="Cap of the growing interval between two looks at the order.",
     )
-    timeout: float | None = Field(
+    timeout: float | SkipJsonSchema[None] = Field(
         default=None,
         gt=0,
         title="Deadline (s)",
-        description="Give up after this many seconds in all; empty for no deadline.",
+        description="Give up after this many seconds in all (none by default).",
     )
     page_size: int = Field(
         default=500,
@@ -219,10 +222,10 @@ class DownloadOptions(BaseModel):
         description="threads: a thread pool in the flow's process; dask: the worker processes "
         "of a Dask cluster (one huge order spread over several processes or machines).",
     )
-    dask_address: str | None = Field(
+    dask_address: str | SkipJsonSchema[None] = Field(
         default=None,
         title="Dask scheduler address",
-        description="An existing Dask cluster (tcp://host:8786); empty starts a local one.",
+        description="An existing Dask cluster (tcp://host:8786); none: start a local one.",
     )
     dask_workers: int = Field(
         default=2,
@@ -231,20 +234,20 @@ class DownloadOptions(BaseModel):
         title="Local Dask workers",
         description="Worker processes of the local Dask cluster (when no address is given).",
     )
-    user_transfer_limit: int | None = Field(
+    user_transfer_limit: int | SkipJsonSchema[None] = Field(
         default=None,
         ge=1,
         title="Transfers per REGARDS user, across all runs",
         description="A Prefect global concurrency limit, created if missing and named after "
         "the REGARDS user, caps that user's file transfers across every run and worker; "
-        "a 429 then pauses them all for its Retry-After. Empty: no shared limit.",
+        "a 429 then pauses them all for its Retry-After (none by default: no shared limit).",
     )
     storage_options: Annotated[dict[str, Any], Cli(pairs="--storage-option")] = Field(
         default_factory=dict,
         title="Storage options",
         description='Options passed to fsspec for the target, e.g. {"endpoint_url": '
         '"https://s3.example.org"} for S3. Credentials do not go here: they come from the '
-        "worker's environment, profiles or instance roles.",
+        "environment, profiles or instance roles.",
     )
 
     @field_validator("storage_options")

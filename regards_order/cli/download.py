@@ -35,7 +35,7 @@ from regards_order.errors import (
 )
 from regards_order.record import DeliveryRecord
 from regards_order.report import OrderReport
-from regards_order.run import OrderRun
+from regards_order.run import FILE_LINE, OrderRun
 from regards_order.settings import Connection, DownloadOptions
 from regards_order.stopping import request_stop
 from regards_order.transfer import Target, open_target
@@ -210,12 +210,14 @@ def emit(report: OrderReport, as_json: bool) -> int:
 
 def _quiet_tracebacks() -> None:
     """Keep Prefect's log lines but drop the tracebacks it attaches to them: the command line
-    reports every failure in one line of its own, and the Prefect API keeps the whole story."""
+    reports every failure in one line of its own, and the Prefect API keeps the whole story.
+    The line of each file delivered stays off the console too."""
 
     def drop_traceback(record: logging.LogRecord) -> bool:
         record.exc_info = None
         record.exc_text = None
-        return True
+        # One line per file delivered is for the Prefect UI; the console shows the failures.
+        return not (getattr(record, FILE_LINE, False) and record.levelno < logging.WARNING)
 
     for name in ("prefect", "prefect.flow_runs", "prefect.task_runs", ""):
         for handler in logging.getLogger(name).handlers:

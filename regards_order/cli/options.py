@@ -77,7 +77,7 @@ class Setting:
         return f"{default:g}" if isinstance(default, float) else str(default)
 
     def help(self) -> str:
-        return self.field.description or self.field.title or ""
+        return self.cli.help or self.field.description or self.field.title or ""
 
 
 def settings(models: tuple[type[BaseModel], ...]) -> list[Setting]:

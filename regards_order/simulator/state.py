@@ -144,6 +144,7 @@ class SimState(OrderingMixin):
         users = [u.username for u in scenario.users] + [o.owner for o in scenario.orders]
         # logins, unauthorized, bytes_sent, downloads_completed, downloads_aborted, ...
         self._counts: Counter[str] = Counter()
+        self._look_times: dict[str, list[float]] = {"order": [], "files": []}
         self._requests = dict.fromkeys(ENDPOINTS, 0)
         self._in_flight: Counter[str] = Counter()
         self._max_in_flight = dict.fromkeys(users, 0)
@@ -243,6 +244,8 @@ class SimState(OrderingMixin):
         """Count a request to ``endpoint`` and return the global fault it must answer, if any."""
         with self._lock:
             self._requests[endpoint] += 1
+            if endpoint in ("order", "files"):  # the looks at an order, when they came
+                self._look_times[endpoint].append(time.time())
             return self._global[endpoint].take()
 
     def _deny(self, message: str) -> ApiError:
@@ -537,6 +540,7 @@ class SimState(OrderingMixin):
             return {
                 **{key: self._counts[key] for key in totals},
                 "requests": dict(self._requests),
+                "look_times": {name: list(times) for name, times in self._look_times.items()},
                 "downloads_in_flight": sum(self._in_flight.values()),
                 "files": files,
                 "orders": orders,

@@ -471,3 +471,25 @@ def test_an_aborted_download_of_the_last_file_still_delivers_the_order(
     assert any("DONE_WITH_WARNING with no file in error" in w for w in report.warnings)
     for outcome in report.files:
         assert md5(Path(outcome.target)) == outcome.md5
+
+
+def test_sixty_four_transfers_at_once_while_the_looks_at_the_order_go_on(
+    start_simulator: Start, tmp_path: Path
+) -> None:
+    # Every body lasts at least 16 s (128 KiB/s): while all 64 are in flight, the run must
+    # still look at the order (its calls have a pool of their own, bodies never wait).
+    slow = [{"kind": "slow", "bytes_per_second": 128 * 1024}]
+    files = [
+        {"filename": f"big-{i:02d}.bin", "size": 2 * 1024 * 1024, "faults": slow} for i in range(64)
+    ]
+    sim = start_simulator(scenario([{"id": 1, "owner": USER, "files": files}]))
+    options = FAST.model_copy(update={"concurrency": 64})
+    state, report = run(1, tmp_path, connection_for(sim), options)
+    assert state.is_completed(), state.message
+    assert report.counts["downloaded"] == 64
+    stats = sim.stats()
+    assert stats["max_concurrent_downloads"][USER] == 64
+    starts = [stats["files"][str(i)]["requested_at"][0] for i in range(1, 65)]
+    all_in_flight, first_done = max(starts), min(starts) + 16.0
+    looks = [t for t in stats["look_times"]["order"] if all_in_flight < t < first_done]
+    assert all_in_flight < first_done and len(looks) >= 2, (all_in_flight, first_done, looks)
