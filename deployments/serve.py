@@ -1,25 +1,31 @@
-"""Serve the download-order deployments from this process: no work pool, no worker to run.
+"""Serve the regards-order deployments from this process: no work pool, no worker to run.
 
     uv run python deployments/serve.py          # or: make serve
+    python -m regards_order.deployments.serve   # where only the wheel is installed
 
-Two deployments of the `download-order` flow, served until Ctrl-C or SIGTERM:
+Served until Ctrl-C or SIGTERM:
 
-- `download-order`, on demand: in the UI, open it, click Run > Custom run, fill in the order id
-  and the target.
-- `download-order-scheduled`, on a cron schedule: the order, the target and the connection are
-  the deployment's parameters, nothing is filled in by hand.
+- `download-order/download-order`, on demand: Run > Custom run, fill in the order id and the
+  target.
+- `download-order/download-order-scheduled`, on a cron schedule: the order, the target and the
+  connection are the deployment's parameters.
+- `download-orders/download-orders`, on demand: many orders (ids, or every order of the user
+  in a status), one `download-order` run each, into `<target>/<order id>`.
 
 They are configured from this process's environment, read once at start-up (restart to change):
 
-    REGARDS_HOST, REGARDS_PROJECT, REGARDS_USERNAME   the connection both start with
-    REGARDS_PASSWORD_BLOCK / REGARDS_TOKEN_BLOCK      name of a Prefect Secret block holding it
-    REGARDS_TARGET                                    default target of the on-demand one
+    REGARDS_HOST, REGARDS_PROJECT, REGARDS_USERNAME   the connection they all start with
+    REGARDS_CLIENT_ID                                 a site's own OAuth2 client id
+    REGARDS_PASSWORD_BLOCK / REGARDS_TOKEN_BLOCK      a Prefect Secret block holding the secret
+    REGARDS_CLIENT_SECRET_BLOCK                       one holding a site's own client secret
+    REGARDS_TARGET                                    default target of the on-demand ones
     REGARDS_SCHEDULE, REGARDS_SCHEDULE_TIMEZONE       cron and time zone of the scheduled one
     REGARDS_SCHEDULED_ORDER_ID, REGARDS_SCHEDULED_TARGET   what the scheduled one delivers, where
 
-The defaults fit the bundled simulator (`regards-order simulate`, order 1234). The password or
-token itself is never a parameter: each run reads it from the Secret block named above, or
-from REGARDS_PASSWORD / REGARDS_TOKEN in the environment of this process.
+The defaults fit the bundled simulator (`regards-order simulate`, order 1234). No secret is ever
+a parameter: each run reads the password or token from the Secret block named above, or else
+from REGARDS_PASSWORD / REGARDS_TOKEN in this process's environment; a site's own client
+secret likewise (REGARDS_CLIENT_SECRET_BLOCK, else REGARDS_CLIENT_SECRET).
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ import sys
 from collections.abc import Mapping
 from typing import Any
 
-from prefect import serve
+from prefect import Flow, serve
 from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
 from prefect.deployments.runner import RunnerDeployment
 from prefect.schedules import Cron
@@ -37,10 +43,12 @@ from prefect.types.entrypoint import EntrypointType
 from pydantic import ValidationError
 
 from regards_order.flows.download_order import download_order
+from regards_order.flows.download_orders import download_orders
 from regards_order.settings import Connection
 
 ON_DEMAND = "download-order"
 SCHEDULED = "download-order-scheduled"
+MANY = "download-orders"
 
 #: Every night at 02:00; REGARDS_SCHEDULE takes any cron, e.g. "0 * * * *" for every hour.
 DEFAULT_SCHEDULE = "0 2 * * *"
@@ -55,28 +63,37 @@ DEFAULTS = {
     "REGARDS_SCHEDULED_TARGET": "./regards-scheduled",
 }
 
+#: Connection fields a deployment may carry, and the variable each comes from.
+CONNECTION_VARIABLES = {
+    "host": "REGARDS_HOST",
+    "project": "REGARDS_PROJECT",
+    "username": "REGARDS_USERNAME",
+    "client_id": "REGARDS_CLIENT_ID",
+    "password_block": "REGARDS_PASSWORD_BLOCK",
+    "token_block": "REGARDS_TOKEN_BLOCK",
+    "client_secret_block": "REGARDS_CLIENT_SECRET_BLOCK",
+}
+
 
 def connection_parameters(env: Mapping[str, str]) -> dict[str, Any]:
-    """The connection both deployments start with: where to log in, never the secret itself."""
+    """The connection the deployments start with: where to log in, never a secret itself."""
     values = {
-        "host": env.get("REGARDS_HOST") or DEFAULTS["REGARDS_HOST"],
-        "project": env.get("REGARDS_PROJECT") or DEFAULTS["REGARDS_PROJECT"],
-        "username": env.get("REGARDS_USERNAME") or DEFAULTS["REGARDS_USERNAME"],
-        "password_block": env.get("REGARDS_PASSWORD_BLOCK"),
-        "token_block": env.get("REGARDS_TOKEN_BLOCK"),
+        field: env.get(variable) or DEFAULTS.get(variable)
+        for field, variable in CONNECTION_VARIABLES.items()
     }
     parameters = {name: value for name, value in values.items() if value}
     try:
         Connection.model_validate(parameters)  # a bad host fails now, not at the first run
     except ValidationError as error:
         first = error.errors()[0]
-        setting = f"REGARDS_{str(first['loc'][0]).upper()}" if first["loc"] else "REGARDS_*"
+        field = str(first["loc"][0]) if first["loc"] else ""
+        setting = CONNECTION_VARIABLES.get(field, "REGARDS_*")
         raise ValueError(f"{setting}: {first['msg'].removeprefix('Value error, ')}") from None
     return parameters
 
 
-def deployments(env: Mapping[str, str] = os.environ) -> list[RunnerDeployment]:
-    """The on-demand and the scheduled deployment, configured from `env`."""
+def deployments(env: Mapping[str, str] = os.environ) -> dict[str, RunnerDeployment]:
+    """Every deployment, by name, configured from `env`."""
     connection = connection_parameters(env)
     on_demand: dict[str, Any] = {"connection": connection}
     if env.get("REGARDS_TARGET"):
@@ -93,16 +110,17 @@ def deployments(env: Mapping[str, str] = os.environ) -> list[RunnerDeployment]:
         env.get("REGARDS_SCHEDULE") or DEFAULT_SCHEDULE,
         timezone=env.get("REGARDS_SCHEDULE_TIMEZONE") or DEFAULT_TIMEZONE,
     )
-    return [
+    made = [
         _deployment(
+            download_order,
             name=ON_DEMAND,
             description="Deliver one REGARDS order, verified, to a folder or an fsspec URL: "
             "Run > Custom run, then fill in the order id and the target.",
             parameters=on_demand,
             tags=["regards"],
-            entrypoint_type=EntrypointType.MODULE_PATH,
         ),
         _deployment(
+            download_order,
             name=SCHEDULED,
             description=f"Deliver order {order_id} to {scheduled['target']} on a schedule; "
             "each run fetches only what is new or missing.",
@@ -114,25 +132,34 @@ def deployments(env: Mapping[str, str] = os.environ) -> list[RunnerDeployment]:
                 limit=1, collision_strategy=ConcurrencyLimitStrategy.CANCEL_NEW
             ),
             tags=["regards", "scheduled"],
-            entrypoint_type=EntrypointType.MODULE_PATH,
+        ),
+        _deployment(
+            download_orders,
+            name=MANY,
+            description="Deliver many orders (ids, or every order of the user in a status), "
+            "one download-order run each, into <target>/<order id>.",
+            parameters=on_demand,
+            tags=["regards"],
         ),
     ]
+    return {deployment.name: deployment for deployment in made}
 
 
-def _deployment(**settings: Any) -> RunnerDeployment:
-    """A deployment of download_order (`to_deployment`, typed for a synchronous caller)."""
-    made = download_order.to_deployment(**settings)
+def _deployment(flow: Flow[Any, Any], **settings: Any) -> RunnerDeployment:
+    """A deployment of `flow` loaded by module path (`to_deployment`, typed for a synchronous
+    caller)."""
+    made = flow.to_deployment(entrypoint_type=EntrypointType.MODULE_PATH, **settings)
     assert isinstance(made, RunnerDeployment)
     return made
 
 
 def main() -> None:
-    """Serve both deployments until interrupted."""
+    """Serve every deployment until interrupted."""
     try:
         served = deployments()
     except ValueError as error:
         sys.exit(f"serve.py: {error}")
-    serve(*served)
+    serve(*served.values())
 
 
 if __name__ == "__main__":

@@ -18,11 +18,11 @@ from prefect.client.schemas.objects import State
 from prefect.context import SyncClientContext
 from prefect.states import Failed
 from prefect.task_runners import ThreadPoolTaskRunner
-from pydantic import Field
 
 from regards_order.client import client_held
 from regards_order.delivery import Delivery
 from regards_order.errors import RegardsOrderError
+from regards_order.flows.form import titled
 from regards_order.flows.publish import Progress, one_line_per_file, publish
 from regards_order.flows.transfers import Transfers, look, transfer_runner
 from regards_order.leases import claim_target
@@ -43,17 +43,10 @@ from regards_order.transfer import open_target
     validate_parameters=True,
 )
 async def download_order(
-    # Prefect titles a top-level parameter by its name and describes it from the docstring's
-    # Args: the title goes through json_schema_extra (unlike a model's own title: pydantic
-    # drops a field title equal to it), the description below.
-    order_id: Annotated[int, Field(gt=0, json_schema_extra={"title": "Order id"})],
-    target: Annotated[str, Field(min_length=1, json_schema_extra={"title": "Target"})],
-    connection: Annotated[
-        Connection, Field(json_schema_extra={"title": "REGARDS server and user"})
-    ],
-    options: Annotated[
-        DownloadOptions, Field(json_schema_extra={"title": "Download settings"})
-    ] = DownloadOptions(),  # noqa: B008 - immutable (frozen) default
+    order_id: Annotated[int, titled("Order id", gt=0)],
+    target: Annotated[str, titled("Target", min_length=1)],
+    connection: Annotated[Connection, titled("REGARDS server and user")],
+    options: Annotated[DownloadOptions, titled("Download settings")] = DownloadOptions(),  # noqa: B008 - immutable (frozen) default
 ) -> OrderReport | State[OrderReport]:
     """Poll the order, transfer each file as it becomes available, report every outcome.
 
@@ -77,7 +70,7 @@ async def download_order(
     if removed:
         logger.info("Removed %d leftovers of runs that died", removed)
     run = OrderRun(order_id, delivery, options, logger=logger)
-    user_limit = await ensure_user_limit(connection, options.user_transfer_limit)
+    user_limit = await ensure_user_limit(connection, options.user_transfer_limit or None)
     progress = await Progress.start(run)
     try:
         # One Prefect API client for every transfer thread: without a client in the context

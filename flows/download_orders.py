@@ -16,10 +16,13 @@ from uuid import UUID
 from prefect import flow, get_run_logger
 from prefect.artifacts import acreate_table_artifact
 from prefect.client.orchestration import get_client
+from prefect.client.schemas.objects import State
 from prefect.deployments.flow_runs import arun_deployment
 from prefect.states import Failed
 from pydantic import Field
+from pydantic.json_schema import SkipJsonSchema
 
+from regards_order.flows.form import titled
 from regards_order.models import OrderStatus
 from regards_order.settings import Connection, DownloadOptions
 from regards_order.tasks.credentials import resolve_credentials
@@ -31,36 +34,31 @@ WATCH_INTERVAL = 2.0
 
 @flow(name="download-orders", flow_run_name="download-orders", validate_parameters=True)
 async def download_orders(
-    target: Annotated[
-        str,
-        Field(
-            min_length=1,
-            title="Target",
-            description="Folder or fsspec URL; each order goes to <target>/<order id>.",
-        ),
-    ],
-    connection: Connection,
-    order_ids: Annotated[
-        list[Annotated[int, Field(gt=0)]],
-        Field(title="Order ids", description="The orders to deliver; empty: use the status."),
-    ] = [],  # noqa: B006 - pydantic copies it
-    status: Annotated[
-        OrderStatus | None,
-        Field(title="Orders in status", description="Every order of the user in this status."),
-    ] = None,
-    deployment: Annotated[
-        str,
-        Field(title="Deployment", description="The download-order deployment to run per order."),
-    ] = "download-order/download-order",
-    options: DownloadOptions = DownloadOptions(),  # noqa: B008 - immutable (frozen) default
-) -> dict[int, str]:
-    """Start one download-order run per order, wait for all, report each order's end."""
+    target: Annotated[str, titled("Target", min_length=1)],
+    connection: Annotated[Connection, titled("REGARDS server and user")],
+    order_ids: Annotated[list[Annotated[int, Field(gt=0)]], titled("Order ids")] = [],  # noqa: B006
+    status: Annotated[OrderStatus | SkipJsonSchema[None], titled("Orders in status")] = None,
+    deployment: Annotated[str, titled("Deployment")] = "download-order/download-order",
+    # Defaults copied by pydantic (the list) or immutable (the frozen options).
+    options: Annotated[DownloadOptions, titled("Download settings")] = DownloadOptions(),  # noqa: B008
+) -> dict[int, str] | State[dict[int, str]]:
+    """Start one download-order run per order, wait for all, report each order's end.
+
+    Args:
+        target: Folder or fsspec URL; each order goes to <target>/<order id>.
+        connection: The REGARDS server and user; the password or token comes from the Secret
+            block named here, or from the environment of the workers.
+        order_ids: The orders to deliver; none: every order of the user in the status below.
+        status: Every order of the user in this status (when no order id is given).
+        deployment: The download-order deployment to run for each order.
+        options: Parallelism, polling, deadline, retries and storage options of every run.
+    """
     logger = get_run_logger()
     ids = list(order_ids)
     if not ids and status is not None:
         ids = list_orders(await resolve_credentials(connection), status)
     if not ids:
-        raise ValueError("no order to deliver: give order ids, or a status that some order has")
+        return Failed(message="no order to deliver: give order ids, or a status some order has")
     runs: dict[int, UUID] = {}
     for order_id in ids:
         parameters: dict[str, Any] = {
@@ -81,7 +79,7 @@ async def download_orders(
     failed = {order_id: end for order_id, end in ends.items() if end != "COMPLETED"}
     if failed:
         listed = ", ".join(f"{order_id} ({end})" for order_id, end in failed.items())
-        return Failed(message=f"{len(failed)} of {len(ends)} orders not delivered: {listed}")  # type: ignore[return-value]
+        return Failed(message=f"{len(failed)} of {len(ends)} orders not delivered: {listed}")
     return ends
 
 

@@ -15,9 +15,6 @@ from typing import Annotated, Any
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
-
-# An optional field's None is left out of its schema: the run form then shows a plain input
-# that can be filled in at once (an empty one is None), not a type switch to set first.
 from pydantic.json_schema import SkipJsonSchema
 
 #: REGARDS' default OAuth2 client secret, shipped with every installation.
@@ -54,8 +51,8 @@ class Connection(BaseModel):
         description="REGARDS project (tenant), sent as the OAuth2 scope.",
         min_length=1,
     )
-    username: str | SkipJsonSchema[None] = Field(
-        default=None, title="Username", description="REGARDS user (usually an e-mail address)."
+    username: str = Field(
+        default="", title="Username", description="REGARDS user (usually an e-mail address)."
     )
     # The password, the token and a site's own client secret never travel as flow
     # parameters: they are excluded from serialisation and from the parameter form. They come
@@ -69,14 +66,14 @@ class Connection(BaseModel):
     token: SkipJsonSchema[SecretStr | None] = Field(
         default=None, exclude=True, description="A ready Bearer token instead of a login."
     )
-    password_block: str | SkipJsonSchema[None] = Field(
-        default=None,
+    password_block: str = Field(
+        default="",
         title="Password Secret block",
         description="Name of a Prefect Secret block holding the user's password "
         "(default: REGARDS_PASSWORD where the flow runs).",
     )
-    token_block: str | SkipJsonSchema[None] = Field(
-        default=None,
+    token_block: str = Field(
+        default="",
         title="Token Secret block",
         description="Name of a Prefect Secret block holding a ready Bearer token, used instead "
         "of a password (default: REGARDS_TOKEN where the flow runs).",
@@ -91,8 +88,8 @@ class Connection(BaseModel):
         exclude=True,
         description="Basic password of the token endpoint (default: REGARDS' own, 'secret').",
     )
-    client_secret_block: str | SkipJsonSchema[None] = Field(
-        default=None,
+    client_secret_block: str = Field(
+        default="",
         title="Client secret Secret block",
         description="Name of a Prefect Secret block holding the site's own OAuth2 client "
         "secret (default: REGARDS_CLIENT_SECRET where the flow runs, else REGARDS' own).",
@@ -101,8 +98,8 @@ class Connection(BaseModel):
         bool,
         Cli(flag="--insecure", inverted=True, help="Do not verify the server's TLS certificate."),
     ] = Field(default=True, title="Verify TLS", description="Check the server's TLS certificate.")
-    ca_bundle: str | SkipJsonSchema[None] = Field(
-        default=None,
+    ca_bundle: str = Field(
+        default="",
         title="CA bundle",
         description="PEM file of certificate authorities to trust instead of the system's.",
     )
@@ -112,6 +109,21 @@ class Connection(BaseModel):
         title="Read timeout (s)",
         description="Seconds without a byte from the server before a request fails.",
     )
+
+    @field_validator(
+        "username", "password_block", "token_block", "client_secret_block", "ca_bundle",
+        mode="before",
+    )  # fmt: skip
+    @classmethod
+    def _none_is_empty(cls, value: object) -> object:
+        # An optional text is empty when unset: the run form then shows a plain input that can
+        # be filled in at once, not a switch between a type and None to set first.
+        return "" if value is None else value.strip() if isinstance(value, str) else value
+
+    @field_validator("client_id", mode="before")
+    @classmethod
+    def _blank_is_default(cls, value: object) -> object:
+        return "client" if isinstance(value, str) and not value.strip() else value
 
     @field_validator("host")
     @classmethod
@@ -127,7 +139,7 @@ class Connection(BaseModel):
 
     def credentials_problem(self) -> str | None:
         """Why these settings cannot authenticate, or None when they can."""
-        if self.token is None and (self.username is None or self.password is None):
+        if self.token is None and (not self.username or self.password is None):
             return "no credentials: give a token, or a username and a password"
         return None
 
@@ -184,11 +196,11 @@ class DownloadOptions(BaseModel):
         title="Longest poll interval (s)",
         description="Cap of the growing interval between two looks at the order.",
     )
-    timeout: float | SkipJsonSchema[None] = Field(
-        default=None,
-        gt=0,
+    timeout: float = Field(
+        default=0,
+        ge=0,
         title="Deadline (s)",
-        description="Give up after this many seconds in all (none by default).",
+        description="Give up after this many seconds in all (0: no deadline).",
     )
     page_size: int = Field(
         default=500,
@@ -222,10 +234,10 @@ class DownloadOptions(BaseModel):
         description="threads: a thread pool in the flow's process; dask: the worker processes "
         "of a Dask cluster (one huge order spread over several processes or machines).",
     )
-    dask_address: str | SkipJsonSchema[None] = Field(
-        default=None,
+    dask_address: str = Field(
+        default="",
         title="Dask scheduler address",
-        description="An existing Dask cluster (tcp://host:8786); none: start a local one.",
+        description="An existing Dask cluster (tcp://host:8786); empty: start a local one.",
     )
     dask_workers: int = Field(
         default=2,
@@ -234,13 +246,13 @@ class DownloadOptions(BaseModel):
         title="Local Dask workers",
         description="Worker processes of the local Dask cluster (when no address is given).",
     )
-    user_transfer_limit: int | SkipJsonSchema[None] = Field(
-        default=None,
-        ge=1,
+    user_transfer_limit: int = Field(
+        default=0,
+        ge=0,
         title="Transfers per REGARDS user, across all runs",
         description="A Prefect global concurrency limit, created if missing and named after "
         "the REGARDS user, caps that user's file transfers across every run and worker; "
-        "a 429 then pauses them all for its Retry-After (none by default: no shared limit).",
+        "a 429 then pauses them all for its Retry-After (0: no shared limit).",
     )
     storage_options: Annotated[dict[str, Any], Cli(pairs="--storage-option")] = Field(
         default_factory=dict,
@@ -249,6 +261,17 @@ class DownloadOptions(BaseModel):
         '"https://s3.example.org"} for S3. Credentials do not go here: they come from the '
         "environment, profiles or instance roles.",
     )
+
+    @field_validator("timeout", "user_transfer_limit", mode="before")
+    @classmethod
+    def _none_is_zero(cls, value: object) -> object:
+        # As for texts (see Connection): unset is 0, so that the run form's input is plain.
+        return 0 if value is None else value
+
+    @field_validator("dask_address", mode="before")
+    @classmethod
+    def _none_is_empty(cls, value: object) -> object:
+        return "" if value is None else value
 
     @field_validator("storage_options")
     @classmethod

@@ -36,6 +36,7 @@ from hypothesis import settings
 
 from regards_order.simulator import Scenario, Simulator
 from tests.helpers.targets import DeliveryTarget, make_target
+from tests.helpers.wheel import InstalledWheel, install_wheel
 
 # A busy machine makes examples slow, never wrong: no per-example deadline.
 settings.register_profile("patient", deadline=None)
@@ -93,6 +94,12 @@ def s3_endpoint() -> Iterator[str]:
     host, port = server.get_host_and_port()
     yield f"http://{host}:{port}"
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def installed_wheel(tmp_path_factory: pytest.TempPathFactory) -> InstalledWheel:
+    """The wheel built from this checkout, installed alone in a fresh virtual environment."""
+    return install_wheel(tmp_path_factory.mktemp("wheel"))
 
 
 @pytest.fixture(params=["local", "memory", "s3"])

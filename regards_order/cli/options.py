@@ -188,3 +188,7 @@ def options_table(models: tuple[type[BaseModel], ...]) -> str:
         meaning = " ".join(setting.help().split()).replace("|", "\\|")
         rows.append(f"| {flag} | `{setting.envvar}` | {default} | {meaning} |")
     return "\n".join(rows)
+
+
+if __name__ == "__main__":  # python -m regards_order.cli.options: the README's table
+    print(options_table(CONNECTION_MODELS + DOWNLOAD_MODELS))

@@ -22,6 +22,7 @@ from tests.helpers.deployments import (
     ORDER_SECRET,
     ORDER_SERVE,
     ORDER_UNKNOWN,
+    ORDERS_MANY,
     Served,
     assert_delivered,
     expected_files,
@@ -203,3 +204,20 @@ def test_the_scheduled_deployment_cancels_a_run_while_another_is_going(
     states = sorted(run.state.type.value for run in runs)
     assert states == ["CANCELLED", "COMPLETED"], [run.state for run in runs]
     assert_delivered(regards, ORDER_LIMITED, target)
+
+
+def test_many_orders_by_the_served_download_orders_deployment(
+    prefect_server: PrefectServer, regards: Simulator, tmp_path: Path
+) -> None:
+    started = prefect_server.run(
+        "download-orders",
+        flow="download-orders",
+        target=str(tmp_path),
+        order_ids=list(ORDERS_MANY),
+        options=FAST_OPTIONS,
+    )
+    run = prefect_server.wait_final(started.id, timeout=300)
+    assert run.state.is_completed(), run.state.message
+    for order_id in ORDERS_MANY:  # one download-order run each, into <target>/<order id>
+        assert_delivered(regards, order_id, tmp_path / str(order_id))
+        assert len(prefect_server.runs_of(ON_DEMAND, order_id=order_id)) == 1

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from regards_order.deployments.serve import DEFAULT_SCHEDULE, DEFAULT_TIMEZONE, deployments
+from regards_order.deployments.serve import deployments
 
 SITE = {
     "REGARDS_HOST": "https://regards.example.org",
@@ -17,9 +17,11 @@ SITE = {
 
 
 def test_the_schedule_and_the_parameters_come_from_the_environment() -> None:
-    on_demand, scheduled = deployments(
+    served = deployments(
         SITE
         | {
+            "REGARDS_CLIENT_ID": "site-client",
+            "REGARDS_CLIENT_SECRET_BLOCK": "site-client-secret",
             "REGARDS_TARGET": "/data/regards",
             "REGARDS_SCHEDULE": "0 * * * *",
             "REGARDS_SCHEDULE_TIMEZONE": "Europe/Paris",
@@ -27,11 +29,14 @@ def test_the_schedule_and_the_parameters_come_from_the_environment() -> None:
             "REGARDS_SCHEDULED_TARGET": "s3://archive/regards",
         }
     )
+    on_demand, scheduled, many = served.values()
     connection = {
         "host": "https://regards.example.org",
         "project": "myproject",
         "username": "me@example.org",
+        "client_id": "site-client",
         "password_block": "regards-password",
+        "client_secret_block": "site-client-secret",
     }
     assert (on_demand.name, on_demand.schedules) == ("download-order", [])
     assert on_demand.parameters == {"connection": connection, "target": "/data/regards"}
@@ -43,13 +48,18 @@ def test_the_schedule_and_the_parameters_come_from_the_environment() -> None:
         "target": "s3://archive/regards",
         "connection": connection,
     }
+    assert (many.name, many.schedules) == ("download-orders", [])
+    assert many.parameters == {"connection": connection, "target": "/data/regards"}
+    assert many.entrypoint == "regards_order.flows.download_orders.download_orders"
     for deployment in (on_demand, scheduled):
         assert deployment.entrypoint == "regards_order.flows.download_order.download_order"
+    for deployment in served.values():
         assert deployment.enforce_parameter_schema
 
 
 def test_without_settings_it_serves_the_bundled_simulator_every_night() -> None:
-    on_demand, scheduled = deployments({})
+    served = deployments({})
+    on_demand, scheduled = served["download-order"], served["download-order-scheduled"]
     assert on_demand.parameters == {
         "connection": {
             "host": "http://127.0.0.1:8080",
@@ -59,7 +69,6 @@ def test_without_settings_it_serves_the_bundled_simulator_every_night() -> None:
     }
     [schedule] = scheduled.schedules
     assert (schedule.schedule.cron, schedule.schedule.timezone) == ("0 2 * * *", "UTC")
-    assert (DEFAULT_SCHEDULE, DEFAULT_TIMEZONE) == ("0 2 * * *", "UTC")
     assert scheduled.parameters["order_id"] == 1234
 
 
@@ -79,12 +88,17 @@ def test_a_bad_setting_stops_serve_before_anything_is_registered(
         deployments(SITE | setting)
 
 
-def test_every_parameter_of_the_form_has_a_title_and_a_description() -> None:
-    on_demand, _ = deployments({})
-    schema = on_demand._parameter_openapi_schema.model_dump()
-    properties = schema["properties"]
-    assert set(properties) == {"order_id", "target", "connection", "options"}
-    assert properties["order_id"]["title"] == "Order id"
-    assert properties["target"]["title"] == "Target"
-    for name, field in properties.items():
-        assert field.get("description"), f"{name} has no description in the run form"
+@pytest.mark.parametrize("name", ["download-order", "download-orders"])
+def test_every_field_of_the_form_is_titled_and_fillable_at_once(name: str) -> None:
+    schema = deployments({})[name]._parameter_openapi_schema.model_dump()
+    raw_names = []
+    for field_name, field in schema["properties"].items():
+        assert field.get("description"), f"{field_name} has no description in the run form"
+        if field.get("title", field_name) in (field_name, field_name.replace("_", " ")):
+            raw_names.append(field_name)
+    assert raw_names == [], "fields the form shows by their raw name"
+    for definition in schema["definitions"].values():
+        for field_name, field in definition.get("properties", {}).items():
+            assert field.get("title"), f"{field_name} has no title"
+            # An optional value is a plain input, not a switch between a type and "None".
+            assert "anyOf" not in field, f"{field_name}: {field['anyOf']}"

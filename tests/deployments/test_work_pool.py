@@ -9,12 +9,17 @@ from regards_order.simulator import Simulator
 from tests.helpers.deployments import FAST_OPTIONS, ORDER_WORKER, REPO, Served, assert_delivered
 from tests.helpers.prefect_server import PREFECT, PrefectServer, start_process, stop_group, tail
 from tests.helpers.scenarios import PASSWORD, USER
+from tests.helpers.wheel import InstalledWheel
 
 POOL = "regards"
 
 
 def test_prefect_yaml_deploys_to_a_work_pool_that_a_worker_runs(
-    prefect_server: PrefectServer, served: Served, regards: Simulator, tmp_path: Path
+    prefect_server: PrefectServer,
+    served: Served,
+    regards: Simulator,
+    tmp_path: Path,
+    installed_wheel: InstalledWheel,
 ) -> None:
     env = prefect_server.client_env(
         REGARDS_HOST=regards.url,
@@ -33,17 +38,23 @@ def test_prefect_yaml_deploys_to_a_work_pool_that_a_worker_runs(
         )
         on_demand = prefect_server.deployment("download-order")
         scheduled = prefect_server.deployment("download-order-scheduled")
+        many = prefect_server.deployment("download-orders", flow="download-orders")
         try:
-            for deployment in (on_demand, scheduled):
+            for deployment in (on_demand, scheduled, many):
                 assert deployment.work_pool_name == POOL
-                assert deployment.entrypoint == "regards_order.flows.download_order.download_order"
                 assert deployment.pull_steps == []
                 assert deployment.parameters["connection"] == {
                     "host": regards.url,
                     "project": "test",
                     "username": USER,
+                    # Variables left unset: empty, which the connection reads as its defaults.
+                    "client_id": "",
                     "password_block": "",
+                    "client_secret_block": "",
                 }
+            for deployment in (on_demand, scheduled):
+                assert deployment.entrypoint == "regards_order.flows.download_order.download_order"
+            assert many.entrypoint == "regards_order.flows.download_orders.download_orders"
             [schedule] = scheduled.schedules
             assert schedule.active
             assert (schedule.schedule.cron, schedule.schedule.timezone) == ("0 2 * * *", "UTC")
@@ -52,12 +63,13 @@ def test_prefect_yaml_deploys_to_a_work_pool_that_a_worker_runs(
             assert scheduled.global_concurrency_limit.limit == 1
             assert scheduled.concurrency_options.collision_strategy == "CANCEL_NEW"
 
-            # A worker started anywhere (no checkout as its directory) loads the flow by module.
+            # A worker started anywhere, where only the wheel is installed (no checkout), loads
+            # the flow by module.
             worker_dir = tmp_path / "worker"
             worker_dir.mkdir()
             log = worker_dir / "worker.log"
             worker = start_process(
-                [str(PREFECT), "worker", "start", "--pool", POOL],
+                [installed_wheel.bin("prefect"), "worker", "start", "--pool", POOL],
                 env | {"REGARDS_PASSWORD": PASSWORD},
                 log,
                 worker_dir,
@@ -79,7 +91,7 @@ def test_prefect_yaml_deploys_to_a_work_pool_that_a_worker_runs(
         finally:
             # Leave the names to serve.py again, which re-creates its deployments on restart.
             with prefect_server.client() as client:
-                for deployment in (on_demand, scheduled):
+                for deployment in (on_demand, scheduled, many):
                     client.delete_deployment(deployment.id)
 
 

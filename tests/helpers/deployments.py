@@ -35,6 +35,8 @@ OPS_PASSWORD = "ops-password-5d1e"
 ORDER_SERVE, ORDER_UI, ORDER_OVERLAP, ORDER_SECRET, ORDER_WORKER = 101, 102, 103, 104, 105
 #: An order of slow files for the scheduled deployment's concurrency limit.
 ORDER_LIMITED = 106
+#: Two orders for the served download-orders deployment.
+ORDERS_MANY = (107, 108)
 #: The scheduled deployment's order: never run by the tests (its schedule is read back).
 ORDER_SCHEDULED = 999
 #: An order the simulator does not know.
@@ -109,6 +111,7 @@ def session_scenario() -> Scenario:
             generated(ORDER_SECRET, 3, owner=OPS_USER),
             generated(ORDER_WORKER, 4),
             {"id": ORDER_LIMITED, "owner": USER, "files": overlap_files[:4]},
+            *(generated(order_id, 2) for order_id in ORDERS_MANY),
         ],
         users=[
             {"username": USER, "password": PASSWORD},

@@ -119,18 +119,18 @@ class PrefectServer:
         ):
             yield client
 
-    def deployment(self, name: str) -> Any:
-        """The deployment `download-order/<name>`."""
+    def deployment(self, name: str, flow: str = "download-order") -> Any:
+        """The deployment `<flow>/<name>`."""
         with self.client() as client:
-            return client.read_deployment_by_name(f"download-order/{name}")
+            return client.read_deployment_by_name(f"{flow}/{name}")
 
-    def run(self, deployment: str, **parameters: Any) -> Any:
-        """Start a run of `deployment` through the API (`run_deployment`), without waiting."""
+    def run(self, deployment: str, flow: str = "download-order", **parameters: Any) -> Any:
+        """Start a run of `<flow>/<deployment>` through the API, without waiting."""
         from prefect.deployments import run_deployment
         from prefect.settings import PREFECT_API_URL, temporary_settings
 
         with temporary_settings(updates={PREFECT_API_URL: self.api_url}):
-            return run_deployment(f"download-order/{deployment}", parameters=parameters, timeout=0)
+            return run_deployment(f"{flow}/{deployment}", parameters=parameters, timeout=0)
 
     def runs_of(self, deployment: str, **parameters: Any) -> list[UUID]:
         """Ids of the runs of `deployment` whose parameters include `parameters`."""

@@ -79,3 +79,38 @@ def test_flow_run_parameters_hold_no_secret(start_simulator: Start, tmp_path: Pa
     stored = str(asyncio.run(parameters()))
     assert USER in stored  # the parameters are there...
     assert PASSWORD not in stored and "password'" not in stored  # ...but not the password
+
+
+@pytest.mark.parametrize("source", ["block", "environment"])
+def test_a_sites_own_client_secret_is_never_a_parameter(
+    start_simulator: Start, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, source: str
+) -> None:
+    site_secret = "site-client-secret-3c9e"
+    order = {"id": 31, "owner": USER, "generate": [{"count": 2, "size": 100}]}
+    sim = start_simulator(scenario([order], client_id="site-client", client_secret=site_secret))
+    overrides: dict[str, object] = {"client_id": "site-client"}
+    if source == "block":
+        Secret(value=site_secret).save("site-client-secret", overwrite=True)
+        overrides["client_secret_block"] = "site-client-secret"
+        monkeypatch.delenv("REGARDS_CLIENT_SECRET", raising=False)
+    else:
+        monkeypatch.setenv("REGARDS_CLIENT_SECRET", site_secret)
+    state = asyncio.run(
+        download_order(
+            order_id=31,
+            target=str(tmp_path),
+            connection=connection_for(sim, **overrides),
+            options=FAST,
+            return_state=True,
+        )
+    )
+    assert state.is_completed(), state.message
+    assert sim.stats()["logins"] >= 1  # the server took the site's client credentials
+
+    async def parameters() -> str:
+        async with get_client() as client:
+            run = await client.read_flow_run(state.state_details.flow_run_id)
+        return str(run.parameters)
+
+    stored = asyncio.run(parameters())
+    assert "site-client" in stored and site_secret not in stored

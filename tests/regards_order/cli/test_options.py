@@ -26,7 +26,8 @@ MODELS = CONNECTION_MODELS + DOWNLOAD_MODELS
 def test_the_readme_holds_the_table_of_every_option() -> None:
     table = options_table(MODELS)
     assert table in README.read_text(), (
-        "README.md's option table differs from the settings models; replace it with:\n" + table
+        "README.md's option table differs from the settings models: replace it with what "
+        "`python -m regards_order.cli.options` prints"
     )
 
 
@@ -62,4 +63,4 @@ def test_given_values_reach_the_models_unset_ones_keep_their_defaults() -> None:
     options = DownloadOptions.model_validate(model_values(DownloadOptions, given))
     assert options.concurrency == 8 and options.task_runner.value == "dask"
     assert options.storage_options == {"a": 1, "b": {"c": True}}
-    assert options.timeout is None and options.retries == DownloadOptions().retries
+    assert options.timeout == 0 and options.retries == DownloadOptions().retries
