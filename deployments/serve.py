@@ -11,6 +11,9 @@ Served until Ctrl-C or SIGTERM:
   connection are the deployment's parameters.
 - `download-orders/download-orders`, on demand: many orders (ids, or every order of the user
   in a status), one `download-order` run each, into `<target>/<order id>`.
+- `unpack-archive/unpack-archive`, triggered: each delivered .zip, .tar, .tar.gz or .tgz is
+  unpacked beside it. Its trigger is on only with REGARDS_UNPACK_ARCHIVES=1: the example to
+  copy for any step that follows a delivery.
 
 They are configured from this process's environment, read once at start-up (restart to change):
 
@@ -21,6 +24,7 @@ They are configured from this process's environment, read once at start-up (rest
     REGARDS_TARGET                                    default target of the on-demand ones
     REGARDS_SCHEDULE, REGARDS_SCHEDULE_TIMEZONE       cron and time zone of the scheduled one
     REGARDS_SCHEDULED_ORDER_ID, REGARDS_SCHEDULED_TARGET   what the scheduled one delivers, where
+    REGARDS_UNPACK_ARCHIVES                           1: unpack delivered archives (trigger on)
 
 The defaults fit the bundled simulator (`regards-order simulate`, order 1234). No secret is ever
 a parameter: each run reads the password or token from the Secret block named above, or else
@@ -42,13 +46,16 @@ from prefect.schedules import Cron
 from prefect.types.entrypoint import EntrypointType
 from pydantic import ValidationError
 
+from regards_order.deployments.unpack_trigger import unpack_trigger
 from regards_order.flows.download_order import download_order
 from regards_order.flows.download_orders import download_orders
+from regards_order.flows.unpack_archive import unpack_archive
 from regards_order.settings import Connection
 
 ON_DEMAND = "download-order"
 SCHEDULED = "download-order-scheduled"
 MANY = "download-orders"
+UNPACK = "unpack-archive"
 
 #: Every night at 02:00; REGARDS_SCHEDULE takes any cron, e.g. "0 * * * *" for every hour.
 DEFAULT_SCHEDULE = "0 2 * * *"
@@ -140,6 +147,14 @@ def deployments(env: Mapping[str, str] = os.environ) -> dict[str, RunnerDeployme
             "one download-order run each, into <target>/<order id>.",
             parameters=on_demand,
             tags=["regards"],
+        ),
+        _deployment(
+            unpack_archive,
+            name=UNPACK,
+            description="Unpack each delivered archive beside it (triggered by the "
+            "regards-order.file.delivered events of .zip, .tar, .tar.gz and .tgz files).",
+            triggers=[unpack_trigger(enabled=env.get("REGARDS_UNPACK_ARCHIVES") == "1")],
+            tags=["regards", "downstream"],
         ),
     ]
     return {deployment.name: deployment for deployment in made}

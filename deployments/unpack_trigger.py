@@ -6,8 +6,8 @@ It reacts to `regards-order.file.delivered` events whose resource name (the file
 ends in one of the suffixes regards_order.unpack reads. Prefect's server matches label values
 as glob patterns (`*` is any run of characters, case counts), so `*.tar.gz` is the files
 whose name ends so. Each parameter is a Jinja template rendered from the event; a template
-that is one `{{ expression }}` keeps the value's JSON type, and `.get` gives None (null) for
-a label the event does not carry. Parameters left out (storage_options) keep the
+that is one `{{ expression }}` keeps the value's JSON type, and `.get(label, '')` gives an
+empty text for a label the event does not carry. Parameters left out (storage_options) keep the
 deployment's own values: a triggered run's parameters are merged over them.
 """
 
@@ -40,8 +40,8 @@ def unpack_trigger(*, enabled: bool = True) -> DeploymentEventTrigger:
         within=timedelta(0),
         parameters={
             "target": "{{ event.payload.target }}",
-            "order_id": "{{ event.resource.get('regards.order.id') }}",
-            "file_id": "{{ event.resource.get('regards.file.id') }}",
-            "product_id": "{{ event.resource.get('regards.product.id') }}",
+            "order_id": "{{ event.resource.get('regards.order.id', '') }}",
+            "file_id": "{{ event.resource.get('regards.file.id', '') }}",
+            "product_id": "{{ event.resource.get('regards.product.id', '') }}",
         },
     )

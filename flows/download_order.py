@@ -10,29 +10,20 @@ target; otherwise Failed, with the reason as its message and the report as its d
 
 from __future__ import annotations
 
-import time
 from typing import Annotated
 
-from prefect import flow, get_run_logger
+from prefect import flow
 from prefect.client.schemas.objects import State
-from prefect.context import SyncClientContext
 from prefect.states import Failed
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from regards_order.client import client_held
-from regards_order.delivery import Delivery
 from regards_order.errors import RegardsOrderError
+from regards_order.flows.deliver import deliver, verdict
 from regards_order.flows.form import titled
-from regards_order.flows.publish import Progress, one_line_per_file, publish
-from regards_order.flows.transfers import Transfers, look, transfer_runner
-from regards_order.leases import claim_target
-from regards_order.record import DeliveryRecord
+from regards_order.flows.publish import tidy_run_logs
 from regards_order.report import OrderReport
-from regards_order.run import OrderRun
 from regards_order.settings import Connection, DownloadOptions
 from regards_order.tasks.credentials import resolve_credentials
-from regards_order.tasks.limits import ensure_user_limit
-from regards_order.transfer import open_target
 
 
 @flow(
@@ -57,47 +48,10 @@ async def download_order(
             block named here, or from the environment of the worker.
         options: Parallelism, polling, deadline, retries, and the target's storage options.
     """
-    logger = get_run_logger()
-    one_line_per_file()
+    tidy_run_logs()
     try:
         connection = await resolve_credentials(connection)
-        destination = open_target(target, options.storage_options)
-        destination.check()
-        delivery = Delivery(DeliveryRecord(destination, order_id))
-        lease, removed = claim_target(destination)
+        report = await deliver(order_id, target, connection, options)
     except RegardsOrderError as error:  # expected: said in one line, no traceback
         return Failed(message=str(error), data=error)
-    if removed:
-        logger.info("Removed %d leftovers of runs that died", removed)
-    run = OrderRun(order_id, delivery, options, logger=logger)
-    user_limit = await ensure_user_limit(connection, options.user_transfer_limit or None)
-    progress = await Progress.start(run)
-    try:
-        # One Prefect API client for every transfer thread: without a client in the context
-        # they inherit, Prefect builds two per task run (a TLS context each).
-        with (
-            client_held(connection),
-            SyncClientContext.get_or_create(),
-            transfer_runner(options) as runner,
-        ):
-            transfers = Transfers(
-                runner, run, connection=connection, target=target, owner=lease.run_id,
-                storage_options=options.storage_options, user_limit=user_limit,
-            )  # fmt: skip
-            while run.going:
-                if run.look_due():
-                    look(run, connection)
-                transfers.start()
-                await transfers.wait(run.wake_in())
-                run.tick()
-                lease.renew(time.monotonic())
-                await progress.update()
-            await transfers.drain(between=lambda: lease.renew(time.monotonic()))
-    finally:
-        lease.release()
-    report = run.report()
-    await publish(report, progress)
-    if not report.ok:
-        return Failed(message=report.summary(), data=report)
-    logger.info(report.summary())
-    return report
+    return verdict(report)

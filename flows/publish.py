@@ -15,23 +15,46 @@ from prefect.artifacts import (
     aupdate_progress_artifact,
 )
 
-from regards_order.report import OrderReport
+from regards_order.errors import RegardsOrderError, TargetError
+from regards_order.paths import MANIFEST_NAME as MANIFEST
+from regards_order.report import OrderReport, Outcome
 from regards_order.run import OrderRun
+from regards_order.transfer import Target, write_small
 
 #: Seconds between two updates of the progress artifact.
 PROGRESS_INTERVAL = 1.0
 
 
-#: The setting that gives Prefect's own task-run log level (see one_line_per_file).
+#: The setting that gives Prefect's own task-run log level (see tidy_run_logs).
 TASK_RUN_LEVEL = "PREFECT_LOGGING_LOGGERS_PREFECT_TASK_RUNS_LEVEL"
 
 
-def one_line_per_file() -> None:
-    """Keep Prefect's own "Finished in state Completed()" line of each task run out of the
-    run's logs, unless its level was set: the run logs one line per file that names it.
-    Warnings and errors of task runs stay."""
+class _NoTracebackForExpectedFailures(logging.Filter):
+    """An answer of the server or the target (a RegardsOrderError) is said in its line; a
+    traceback would only bury it. Prefect also logs a failed state returned by a task with
+    an empty exception ("NoneType: None"): dropped too. A bug keeps its traceback."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        info = record.exc_info
+        if info and (info[1] is None or isinstance(info[1], RegardsOrderError)):
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
+_EXPECTED = _NoTracebackForExpectedFailures()
+
+
+def tidy_run_logs() -> None:
+    """A run's logs in Prefect: one line per file (logged by the run), so Prefect's own
+    "Finished in state Completed()" line of each task run stays out unless its level was set
+    (warnings and errors stay); and no traceback for an expected failure."""
     if not os.environ.get(TASK_RUN_LEVEL):
         logging.getLogger("prefect.task_runs").setLevel(logging.WARNING)
+    for name in ("prefect.task_runs", "prefect.flow_runs"):
+        logger = logging.getLogger(name)
+        if _EXPECTED not in logger.filters:
+            logger.addFilter(_EXPECTED)
 
 
 class Progress:
@@ -61,9 +84,19 @@ class Progress:
         self._shown, self._shown_at = now_shown, time.monotonic()
 
 
-async def publish(report: OrderReport, progress: Progress) -> None:
-    """The final progress, and the table of every file's outcome."""
+async def publish(report: OrderReport, progress: Progress, destination: Target) -> None:
+    """The final progress, the table of every file's outcome, and `MD5SUMS` at the target's
+    root: what `md5sum -c` checks, one line per verified file of the order, so that anyone can
+    check a delivery without this tool. Replaced atomically at each run."""
     await progress.update(final=True)
+    verified = [f for f in report.files if f.outcome is not Outcome.FAILED and f.md5]
+    if verified:
+        # Names are single path components under the root: `<md5>  <name>`.
+        lines = "".join(f"{f.md5}  {f.target.rsplit('/', 1)[1]}\n" for f in verified)
+        try:
+            write_small(destination, destination.path(MANIFEST), lines.encode())
+        except TargetError as error:
+            report.warnings.append(f"{MANIFEST} could not be written: {error}")
     rows = [
         {
             "file": f.filename,

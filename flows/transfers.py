@@ -15,6 +15,7 @@ from prefect.utilities.annotations import quote
 
 from regards_order.delivery import Delivery
 from regards_order.errors import RegardsOrderError, TargetError
+from regards_order.flows.events import file_delivered
 from regards_order.report import FileOutcome, Outcome
 from regards_order.run import STOP_CHECK_SECONDS, OrderRun
 from regards_order.settings import Connection, DownloadOptions, TaskRunnerKind
@@ -105,7 +106,10 @@ class Transfers:
             return 0
         count = 0
         while True:
-            self.run.settled(await _outcome(*ended, self.run.delivery))
+            key, future = ended
+            outcome = await _outcome(key, future, self.run.delivery)
+            self.run.settled(outcome)
+            file_delivered(self.run.order_id, outcome, self.run.delivery.state(key).name)
             count += 1
             try:
                 ended = self._ended.get_nowait()

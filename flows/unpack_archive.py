@@ -17,26 +17,24 @@ from prefect import flow, get_run_logger
 from prefect.client.schemas.objects import State
 from prefect.events import emit_event
 from prefect.states import Failed
-from pydantic import Field
 
 from regards_order.errors import RegardsOrderError
+from regards_order.flows.form import titled
+from regards_order.flows.publish import tidy_run_logs
 from regards_order.settings import check_no_credentials
 from regards_order.tasks.unpack import unpack_members, unpacked_event
 from regards_order.transfer import open_target
 from regards_order.unpack import UnpackReport, archive_format
 
 
-def _titled(title: str) -> Any:
-    return Field(json_schema_extra={"title": title})
-
-
+# Async: a sync flow served by Prefect logs a traceback when it returns a Failed state.
 @flow(name="unpack-archive", validate_parameters=True)
-def unpack_archive(
-    target: Annotated[str, Field(min_length=1, json_schema_extra={"title": "Archive"})],
-    storage_options: Annotated[dict[str, Any] | None, _titled("Storage options")] = None,
-    order_id: Annotated[str | None, _titled("Order id")] = None,
-    file_id: Annotated[str | None, _titled("File id")] = None,
-    product_id: Annotated[str | None, _titled("Product id")] = None,
+async def unpack_archive(
+    target: Annotated[str, titled("Archive", min_length=1)],
+    storage_options: Annotated[dict[str, Any], titled("Storage options")] = {},  # noqa: B006
+    order_id: Annotated[str, titled("Order id")] = "",
+    file_id: Annotated[str, titled("File id")] = "",
+    product_id: Annotated[str, titled("Product id")] = "",
 ) -> UnpackReport | State[Any]:
     """Extract the archive's members into the folder beside it and announce them.
 
@@ -48,7 +46,8 @@ def unpack_archive(
         file_id: The REGARDS file the archive was delivered as, when known.
         product_id: The REGARDS product the archive belongs to, when known.
     """
-    options = storage_options or {}
+    tidy_run_logs()
+    options = storage_options
     try:
         check_no_credentials(options)
         archive_format(target)

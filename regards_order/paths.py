@@ -14,6 +14,10 @@ from collections.abc import Container
 
 from regards_order.models import OrderFile
 
+#: The checksum manifest every delivery writes at the target's root (the format of
+#: `md5sum -c`): a server file of that name gets another one.
+MANIFEST_NAME = "MD5SUMS"
+
 #: Longest name, in UTF-8 bytes, leaving room under the usual 255-byte limit for the
 #: temporary name used while a file is being written (a dot, a suffix of ~20 bytes).
 MAX_NAME_BYTES = 200
@@ -69,7 +73,7 @@ def choose_name(file: OrderFile, taken: Container[str]) -> str:
     )
     name = sanitize_filename(file.filename, fallback=f"regards-file-{discriminator}")
     base, counter = name, 1
-    while name in taken:
+    while name in taken or name == MANIFEST_NAME:
         suffix = discriminator if counter == 1 else f"{discriminator}-{counter}"
         name = with_discriminator(base, suffix)
         counter += 1

@@ -63,7 +63,7 @@ def unpacked_event(
 ) -> dict[str, Any]:
     """The arguments of emit_event for `report`: the archive as the resource (named by the
     order and file it was delivered as, else by its URL), the delivered file as related."""
-    known = order_id is not None and file_id is not None
+    known = bool(order_id and file_id)
     resource = {
         "prefect.resource.id": (
             f"regards-order.archive.{order_id}.{file_id}"
@@ -78,7 +78,7 @@ def unpacked_event(
     }
     context = {"regards.order.id": order_id, "regards.file.id": file_id}
     context["regards.product.id"] = product_id
-    resource.update({label: value for label, value in context.items() if value is not None})
+    resource.update({label: value for label, value in context.items() if value})
     related = []
     if known:
         file_resource = f"regards-order.file.{order_id}.{file_id}"

@@ -2,7 +2,9 @@
 
 A file's bytes are a 64 KiB pseudo-random block, seeded by the order and file ids, repeated and cut
 at the file size. Nothing touches the disk and serving is a matter of slicing one precomputed
-1 MiB chunk (16 blocks), so the simulator can push well over 1 GB/s.
+1 MiB chunk (16 blocks), so the simulator can push well over 1 GB/s. A scenario may also give a
+file's very bytes (an archive, say): those are kept under a content key of their own
+(`literal_key`).
 """
 
 from __future__ import annotations
@@ -19,6 +21,19 @@ CORRUPT_STRIDE = 4096
 
 
 _SEED_SIZE = BLOCK_SIZE // 8
+
+#: The "order id" of content keys whose bytes a scenario gave (see literal_key).
+LITERAL = -1
+_literals: dict[int, bytes] = {}
+_literal_ids: dict[str, int] = {}
+
+
+def literal_key(data: bytes) -> tuple[int, int]:
+    """The content key serving exactly `data` (the same bytes, the same key)."""
+    digest = hashlib.sha256(data).hexdigest()
+    index = _literal_ids.setdefault(digest, len(_literal_ids))
+    _literals[index] = data
+    return LITERAL, index
 
 
 @lru_cache(maxsize=256)
@@ -50,6 +65,17 @@ def iter_content(
 
     With ``corrupt``, the piece starting at offset 0 has some bytes inverted (same length).
     """
+    if order_id == LITERAL:
+        data = memoryview(_literals[file_id])
+        end = size if stop is None else min(stop, size)
+        for pos in range(start, end, piece):
+            view = data[pos : min(pos + piece, end)]
+            if corrupt and pos == 0:
+                spoiled = bytearray(view)
+                spoiled[0] ^= 0xFF
+                view = memoryview(spoiled)
+            yield view
+        return
     chunk = _chunk(order_id, file_id)
     end = size if stop is None else min(stop, size)
     pos = start
@@ -77,6 +103,8 @@ def content_md5(order_id: int, file_id: int, size: int) -> str:
 
     Cached: benchmarks and tests start many simulators over the same multi-GB files.
     """
+    if order_id == LITERAL:
+        return hashlib.md5(_literals[file_id][:size], usedforsecurity=False).hexdigest()
     digest = hashlib.md5(usedforsecurity=False)
     data = block(order_id, file_id)
     full, rest = divmod(size, BLOCK_SIZE)

@@ -8,6 +8,7 @@ is a valid (empty) scenario.
 
 from __future__ import annotations
 
+import base64
 import os
 import uuid
 from dataclasses import dataclass
@@ -15,6 +16,8 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from regards_order.simulator.content import literal_key
 
 Endpoint = Literal[
     "token", "order", "files", "download", "dataset_files", "search", "basket", "apply", "quota"
@@ -116,6 +119,15 @@ class FileSpec(_Model):
     # The size the listing announces: null for the real one, "absent" to leave it out.
     listed_size: int | Literal["absent"] | None = None
     faults: list[FileFault] = Field(default_factory=list)
+    # The file's very bytes, in base64 (an archive, say); its size is then theirs.
+    content_base64: str | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _size_of_content(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("content_base64") is not None:
+            data = {**data, "size": len(base64.b64decode(data["content_base64"]))}
+        return data
 
 
 class Generate(_Model):
@@ -349,6 +361,9 @@ class Scenario(_Model):
                 checksum=spec.checksum if spec else None,
                 faults=tuple(spec.faults) if spec else (),
                 listed_size=spec.listed_size if spec else None,
+                content=literal_key(base64.b64decode(spec.content_base64))
+                if spec and spec.content_base64 is not None
+                else None,
             )
 
         result: dict[int, list[ResolvedFile]] = {}

@@ -47,6 +47,7 @@ def served(
         REGARDS_PASSWORD=PASSWORD,
         REGARDS_SCHEDULED_ORDER_ID=str(ORDER_SCHEDULED),
         REGARDS_SCHEDULED_TARGET=str(folder / "scheduled"),
+        REGARDS_UNPACK_ARCHIVES="1",
     )
     serving = Served(prefect_server, env, folder)
     try:

@@ -29,7 +29,7 @@ def test_the_schedule_and_the_parameters_come_from_the_environment() -> None:
             "REGARDS_SCHEDULED_TARGET": "s3://archive/regards",
         }
     )
-    on_demand, scheduled, many = served.values()
+    on_demand, scheduled, many, unpack = served.values()
     connection = {
         "host": "https://regards.example.org",
         "project": "myproject",
@@ -48,6 +48,12 @@ def test_the_schedule_and_the_parameters_come_from_the_environment() -> None:
         "target": "s3://archive/regards",
         "connection": connection,
     }
+    assert (unpack.name, unpack.schedules, unpack.parameters) == ("unpack-archive", [], {})
+    [trigger] = unpack.triggers
+    assert trigger.enabled is False  # off unless REGARDS_UNPACK_ARCHIVES=1
+    assert (
+        deployments(SITE | {"REGARDS_UNPACK_ARCHIVES": "1"})["unpack-archive"].triggers[0].enabled
+    )
     assert (many.name, many.schedules) == ("download-orders", [])
     assert many.parameters == {"connection": connection, "target": "/data/regards"}
     assert many.entrypoint == "regards_order.flows.download_orders.download_orders"

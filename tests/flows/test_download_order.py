@@ -493,3 +493,20 @@ def test_sixty_four_transfers_at_once_while_the_looks_at_the_order_go_on(
     all_in_flight, first_done = max(starts), min(starts) + 16.0
     looks = [t for t in stats["look_times"]["order"] if all_in_flight < t < first_done]
     assert all_in_flight < first_done and len(looks) >= 2, (all_in_flight, first_done, looks)
+
+
+def test_md5sums_lets_anyone_check_the_delivery_without_this_tool(
+    start_simulator: Start, tmp_path: Path
+) -> None:
+    import subprocess
+
+    sim = start_simulator(scenario([generated(1, 4, 3_000)], suborder_max_files=2))
+    for _ in range(2):  # the first run downloads, the second finds every file there
+        state, report = run(1, tmp_path, connection_for(sim))
+        assert state.is_completed(), state.message
+        checked = subprocess.run(
+            ["md5sum", "-c", "MD5SUMS"], cwd=tmp_path, capture_output=True, text=True, check=False
+        )
+        assert checked.returncode == 0, checked.stdout + checked.stderr
+        assert sorted(checked.stdout.splitlines()) == [f"o1-{i:03d}.bin: OK" for i in range(4)]
+    assert report.counts["skipped"] == 4

@@ -92,4 +92,6 @@ def file_stats(sim: Simulator, file_id: int) -> dict[str, Any]:
 
 
 def delivered(target: Path) -> list[str]:
-    return sorted(p.name for p in target.iterdir() if not p.name.startswith("."))
+    return sorted(
+        p.name for p in target.iterdir() if not p.name.startswith(".") and p.name != "MD5SUMS"
+    )

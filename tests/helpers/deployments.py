@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
 import subprocess
@@ -17,9 +18,11 @@ from typing import Any
 
 import pytest
 
+from regards_order.paths import MANIFEST_NAME
 from regards_order.simulator import Scenario, Simulator
 from regards_order.simulator.content import content_md5
 from regards_order.transfer import PARTIAL_SUFFIX
+from tests.helpers.archives import Entry, build_tar, build_zip
 from tests.helpers.prefect_server import PrefectServer, start_process, stop_group, tail
 from tests.helpers.scenarios import PASSWORD, USER, scenario
 from tests.helpers.waiting import wait_until
@@ -37,6 +40,15 @@ ORDER_SERVE, ORDER_UI, ORDER_OVERLAP, ORDER_SECRET, ORDER_WORKER = 101, 102, 103
 ORDER_LIMITED = 106
 #: Two orders for the served download-orders deployment.
 ORDERS_MANY = (107, 108)
+#: An order of archives, one of them hostile, and a plain file: events and the unpack trigger.
+ORDER_ARCHIVES = 109
+ARCHIVE_MEMBERS = {"readme.txt": b"the product", "data/values.csv": b"1,2,3\n"}
+HOSTILE_MEMBERS = [
+    Entry("../evil.txt", b"out of the folder"),
+    Entry("/tmp/absolute-evil.txt", b"anywhere"),
+    Entry("link", kind="symlink", link="/etc/passwd"),
+    Entry("fine.txt", b"the one safe member"),
+]
 #: The scheduled deployment's order: never run by the tests (its schedule is read back).
 ORDER_SCHEDULED = 999
 #: An order the simulator does not know.
@@ -112,6 +124,7 @@ def session_scenario() -> Scenario:
             generated(ORDER_WORKER, 4),
             {"id": ORDER_LIMITED, "owner": USER, "files": overlap_files[:4]},
             *(generated(order_id, 2) for order_id in ORDERS_MANY),
+            {"id": ORDER_ARCHIVES, "owner": USER, "files": archive_files()},
         ],
         users=[
             {"username": USER, "password": PASSWORD},
@@ -123,19 +136,34 @@ def session_scenario() -> Scenario:
     )
 
 
+def archive_files() -> list[dict[str, Any]]:
+    """The files of ORDER_ARCHIVES: a zip, a hostile tar, a plain file (base64 bodies)."""
+    product = build_zip([Entry(name, data) for name, data in ARCHIVE_MEMBERS.items()])
+    hostile = build_tar(HOSTILE_MEMBERS)
+    return [
+        {"filename": "product.zip", "content_base64": base64.b64encode(product).decode()},
+        {"filename": "hostile.tar", "content_base64": base64.b64encode(hostile).decode()},
+        {"filename": "plain.bin", "size": 5_000},
+    ]
+
+
 def expected_files(simulator: Simulator, order_id: int) -> dict[str, str]:
     """File name -> MD5 of every file of `order_id`, as the simulator generates them."""
     files = simulator.scenario.resolve()[order_id]
-    return {f.filename: content_md5(order_id, f.id, f.size) for f in files}
+    return {f.filename: content_md5(*(f.content or (order_id, f.id)), f.size) for f in files}
 
 
 def delivered_files(folder: Path) -> dict[str, str]:
-    """File name -> MD5 of every file delivered to `folder` (the record folder aside)."""
-    return {
+    """File name -> MD5 of every file delivered to `folder` (the record folder and the
+    MD5SUMS manifest aside; the manifest must list exactly those)."""
+    files = {
         path.name: hashlib.md5(path.read_bytes()).hexdigest()
         for path in folder.iterdir()
-        if path.is_file()
+        if path.is_file() and path.name != MANIFEST_NAME
     }
+    manifest = (folder / MANIFEST_NAME).read_text().splitlines() if files else []
+    assert sorted(manifest) == sorted(f"{md5}  {name}" for name, md5 in files.items())
+    return files
 
 
 def assert_delivered(simulator: Simulator, order_id: int, folder: Path) -> None:

@@ -9,6 +9,7 @@ from typing import Any
 import fsspec
 from fsspec.spec import AbstractFileSystem
 
+from regards_order.paths import MANIFEST_NAME
 from regards_order.record import RECORD_FOLDER
 from regards_order.transfer import PARTIAL_SUFFIX
 
@@ -48,8 +49,12 @@ class DeliveryTarget:
         return sorted(p.removeprefix(self.root + "/") for p in fs.find(self.root))
 
     def names(self) -> set[str]:
-        """The delivered files: everything but the delivery record."""
-        return {p for p in self.everything() if not p.startswith(RECORD_FOLDER + "/")}
+        """The delivered files: everything but the delivery record and the MD5SUMS manifest."""
+        return {
+            p
+            for p in self.everything()
+            if not p.startswith(RECORD_FOLDER + "/") and p != MANIFEST_NAME
+        }
 
     def leftovers(self) -> list[str]:
         return [p for p in self.everything() if p.endswith(PARTIAL_SUFFIX)]

@@ -67,3 +67,7 @@ def test_files_without_id_get_a_stable_discriminator() -> None:
     assert one == "x.txt" and two != one and two.endswith(".txt")
     assert two == choose_name(_file(None, "x.txt", url="https://h/b"), {one})
     assert os.sep not in two
+
+
+def test_the_manifests_name_is_never_a_files() -> None:
+    assert choose_name(_file(7, "MD5SUMS"), set()) == "MD5SUMS.7"

@@ -82,7 +82,7 @@ def test_sigkill_mid_file_then_a_rerun_delivers_all_and_leaves_nothing_else(
     # Only the delivered files and the record: the dead run's partial, its pending upload and
     # its lease are gone, though it died seconds ago.
     names = ["big.nc", "file-00000.dat", "file-00001.dat", "file-00002.dat"]
-    assert cli_target.everything() == sorted([*names, f"{RECORD_FOLDER}/order-5.json"])
+    assert cli_target.everything() == sorted([*names, "MD5SUMS", f"{RECORD_FOLDER}/order-5.json"])
     assert cli_target.pending_uploads() == []
 
 

@@ -475,3 +475,28 @@ def test_serve_runs_until_sigterm(tmp_path: Path) -> None:
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_a_file_can_be_given_its_very_bytes() -> None:
+    import base64
+    import io
+    import zipfile
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("inside.txt", "hello")
+    data = buffer.getvalue()
+    files = [{"filename": "a.zip", "content_base64": base64.b64encode(data).decode()}]
+    orders = [{"id": 1, "owner": USER, "files": files}]
+    with running(orders=orders) as (_, client):
+        token = client.post(
+            TOKEN_URL, params={"scope": "demo"}, json=CREDS, auth=("client", "secret")
+        )
+        auth = {"Authorization": f"Bearer {token.json()['access_token']}"}
+        listing = client.get("/api/v1/rs-order/orders/1/files/available", headers=auth)
+        (item,) = listing.json()["content"]
+        assert item["content"]["filesize"] == len(data)
+        assert item["content"]["checksum"] == md5(data)
+        body = client.get(item["content"]["downloadUrl"], headers=auth)
+    assert body.content == data
+    assert zipfile.ZipFile(io.BytesIO(body.content)).read("inside.txt") == b"hello"
