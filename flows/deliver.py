@@ -60,7 +60,7 @@ async def deliver(
                 await transfers.wait(run.wake_in())
                 run.tick()
                 lease.renew(time.monotonic())
-                await progress.update()
+                progress.update()
             await transfers.drain(between=lambda: lease.renew(time.monotonic()))
     finally:
         lease.release()

@@ -4,6 +4,7 @@ row per file."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import time
@@ -58,13 +59,15 @@ def tidy_run_logs() -> None:
 
 
 class Progress:
-    """The progress artifact of a run: the share of known files that settled."""
+    """The progress artifact of a run: the share of known files that settled. Its updates go
+    out beside the run's loop, never holding up the start of the next transfers."""
 
     def __init__(self, run: OrderRun, artifact: UUID) -> None:
         self.run = run
         self.artifact = artifact
         self._shown: tuple[int, int] = (0, 0)
         self._shown_at = time.monotonic()
+        self._sending: asyncio.Task[None] | None = None
 
     @classmethod
     async def start(cls, run: OrderRun) -> Progress:
@@ -72,15 +75,25 @@ class Progress:
         description = f"Order {run.order_id}: files done"
         return cls(run, await acreate_progress_artifact(0.0, description=description))
 
-    async def update(self, *, final: bool = False) -> None:
-        """Show the current share, if it changed, at most every PROGRESS_INTERVAL seconds."""
+    def update(self) -> None:
+        """Show the current share, if it changed, at most every PROGRESS_INTERVAL seconds (the
+        update goes out meanwhile; one at a time)."""
+        sending = self._sending is not None and not self._sending.done()
+        if not sending and time.monotonic() - self._shown_at >= PROGRESS_INTERVAL:
+            self._sending = asyncio.get_running_loop().create_task(self._show())
+
+    async def final(self) -> None:
+        """Show the share the run ended with."""
+        if self._sending is not None:
+            await self._sending
+        await self._show()
+
+    async def _show(self) -> None:
         delivery = self.run.delivery
         now_shown = (delivery.settled, delivery.known)
-        due = final or time.monotonic() - self._shown_at >= PROGRESS_INTERVAL
-        if now_shown == self._shown or not due:
-            return
-        settled, known = now_shown
-        await aupdate_progress_artifact(self.artifact, 100.0 * settled / max(known, 1))
+        if now_shown != self._shown:
+            settled, known = now_shown
+            await aupdate_progress_artifact(self.artifact, 100.0 * settled / max(known, 1))
         self._shown, self._shown_at = now_shown, time.monotonic()
 
 
@@ -88,7 +101,7 @@ async def publish(report: OrderReport, progress: Progress, destination: Target) 
     """The final progress, the table of every file's outcome, and `MD5SUMS` at the target's
     root: what `md5sum -c` checks, one line per verified file of the order, so that anyone can
     check a delivery without this tool. Replaced atomically at each run."""
-    await progress.update(final=True)
+    await progress.final()
     verified = [f for f in report.files if f.outcome is not Outcome.FAILED and f.md5]
     if verified:
         # Names are single path components under the root: `<md5>  <name>`.

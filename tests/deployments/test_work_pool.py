@@ -39,6 +39,7 @@ def test_prefect_yaml_deploys_to_a_work_pool_that_a_worker_runs(
         on_demand = prefect_server.deployment("download-order")
         scheduled = prefect_server.deployment("download-order-scheduled")
         many = prefect_server.deployment("download-orders", flow="download-orders")
+        unpack = prefect_server.deployment("unpack-archive", flow="unpack-archive")
         try:
             for deployment in (on_demand, scheduled, many):
                 assert deployment.work_pool_name == POOL
@@ -55,6 +56,17 @@ def test_prefect_yaml_deploys_to_a_work_pool_that_a_worker_runs(
             for deployment in (on_demand, scheduled):
                 assert deployment.entrypoint == "regards_order.flows.download_order.download_order"
             assert many.entrypoint == "regards_order.flows.download_orders.download_orders"
+            assert unpack.entrypoint == "regards_order.flows.unpack_archive.unpack_archive"
+            with prefect_server.client() as client:
+                automations = [
+                    automation
+                    for automation in client.read_automations()
+                    if any(
+                        getattr(a, "deployment_id", None) == unpack.id for a in automation.actions
+                    )
+                ]
+            # Its trigger is there, and off until someone turns it on.
+            assert [a.enabled for a in automations] == [False]
             [schedule] = scheduled.schedules
             assert schedule.active
             assert (schedule.schedule.cron, schedule.schedule.timezone) == ("0 2 * * *", "UTC")
@@ -91,7 +103,7 @@ def test_prefect_yaml_deploys_to_a_work_pool_that_a_worker_runs(
         finally:
             # Leave the names to serve.py again, which re-creates its deployments on restart.
             with prefect_server.client() as client:
-                for deployment in (on_demand, scheduled, many):
+                for deployment in (on_demand, scheduled, many, unpack):
                     client.delete_deployment(deployment.id)
 
 
