@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import report
-from benchmarks.procs import check_tools, moto_server, prefect_server
+from benchmarks.procs import PREFECT_SERVER_SETTINGS, check_tools, moto_server, prefect_server
 from benchmarks.workloads import (
     MIB,
     Harness,
@@ -85,7 +85,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="run the pipeline from another folder's flows/, tasks/ and regards_order/ (a copy "
         "with a change being tried), against the same baselines",
     )
+    add(
+        "--server-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="change the environment of the benchmark's Prefect server (repeatable): NAME=VALUE "
+        "sets or overrides one of benchmarks.procs.PREFECT_SERVER_SETTINGS, NAME= drops it "
+        "(Prefect's default then applies), to compare server settings",
+    )
     args = parser.parse_args(argv)
+    try:
+        args.server_settings = server_settings(args.server_env)
+    except ValueError as error:
+        parser.error(str(error))
     args.workloads = [w.strip() for w in args.workloads.split(",") if w.strip()]
     unknown = set(args.workloads) - set(WORKLOADS)
     if unknown:
@@ -93,6 +106,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if min(args.reps, args.memory_reps, args.small_reps) < 1:
         parser.error("repetitions must be at least 1")
     return args
+
+
+def server_settings(changes: Sequence[str]) -> dict[str, str]:
+    """PREFECT_SERVER_SETTINGS with the `NAME=VALUE` changes of --server-env applied."""
+    settings = dict(PREFECT_SERVER_SETTINGS)
+    for change in changes:
+        name, equals, value = change.partition("=")
+        if not equals or not name.startswith("PREFECT_"):
+            raise ValueError(f"--server-env takes PREFECT_...=VALUE, not {change!r}")
+        if value:
+            settings[name] = value
+        else:
+            settings.pop(name, None)
+    return settings
 
 
 def say(message: str) -> None:
@@ -367,8 +394,9 @@ def main(argv: list[str] | None = None) -> int:
     measured: dict[str, Any] = {}
     try:
         prefect = str(venv_bin / "prefect")
-        with prefect_server(work / "prefect", env, work / "prefect-server.log", prefect) as api:
-            say(f"Prefect API at {api.url} (pid {api.pid})")
+        log = work / "prefect-server.log"
+        with prefect_server(work / "prefect", env, log, prefect, args.server_settings) as api:
+            say(f"Prefect API at {api.url} (pid {api.pid}), with {args.server_settings}")
             harness = Harness(work, env, api, venv_bin)
             warm_up(harness)
             for name in args.workloads:
