@@ -110,6 +110,12 @@ def _summary(runs: list[Run], total_bytes: int, files: int) -> dict[str, Any]:
     inner = [r.inner_s for r in ok if r.inner_s is not None]
     if inner:
         summary["inner_s"] = statistics.median(inner)
+    counted = [r.task_runs for r in runs if r.task_runs is not None]
+    if counted:
+        # Over every run, failed ones included: a short count is what fails a run.
+        summary["task_runs"] = {
+            key: sum(int(c[key]) for c in counted) for key in ("completed", "expected")
+        }
     return summary
 
 
@@ -174,7 +180,9 @@ def build(measured: dict[str, Any], args: argparse.Namespace, *, elapsed: float)
         "settings": settings,
         "how": (
             "pipeline = `regards-order download` CLI in its own process against one "
-            "`prefect server start` for the whole benchmark (PREFECT_API_URL set); wall, CPU "
+            "`prefect server start` for the whole benchmark (PREFECT_API_URL set; its task-run "
+            "recorder batched, benchmarks.procs.PREFECT_SERVER_SETTINGS), a pipeline run "
+            "counting only if the server then holds every task run of it Completed; wall, CPU "
             "(user+system) and peak RSS per process from wait4; medians over repetitions; "
             "tools alternate within each repetition; fresh simulator and folder per run"
         ),
@@ -327,8 +335,10 @@ def _rows(name: str, workload: dict[str, Any]) -> list[list[str]]:
     what = f"{name} ({spec['files']} x {_size(spec['file_bytes'])})"
     rows = []
     for tool, s in workload["tools"].items():
+        counted = s.get("task_runs")
+        task_runs = f"{counted['completed']}/{counted['expected']}" if counted else ""
         if "wall_s" not in s:
-            rows.append([what, tool, "all runs failed", "", "", "", "", ""])
+            rows.append([what, tool, "all runs failed", "", "", "", "", "", task_runs])
             continue
         if name == "startup":
             rate = ""
@@ -350,6 +360,7 @@ def _rows(name: str, workload: dict[str, Any]) -> list[list[str]]:
                 f"{s['peak_rss_mb']:.0f} MB",
                 f"{ratio['wall']:.2f}" if ratio else "",
                 f"{ratio['speed']:.2f}" if ratio else "",
+                task_runs,
             ]
         )
         what = ""
@@ -367,6 +378,7 @@ def table(results: dict[str, Any]) -> str:
         "peak RSS",
         "pipe/tool wall",
         "pipe/tool speed",
+        "Completed task runs",
     ]
     rows: list[list[str]] = []
     workloads = results["workloads"]

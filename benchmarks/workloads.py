@@ -7,17 +7,23 @@ verified: the pipeline's report says so, curl's MD5 matches, aria2c exits 0 afte
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import resource
 import shutil
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from benchmarks.prefect_api import (
+    DEADLINE_SECONDS,
+    TaskRunCount,
+    wait_for_task_runs,
+)
 from benchmarks.procs import (
     Measured,
     Service,
@@ -34,6 +40,11 @@ USER = "bench@example.org"
 PASSWORD = "bench-password"  # noqa: S105 - the simulator's throw-away account
 TOKEN = "bench-long-lived-token"  # noqa: S105
 MIB = 1024 * 1024
+
+#: Requests for the order the CLI makes before the flow starts (its check that the order is
+#: the user's and still there); every later one is a poll-order task run, each followed by a
+#: list-available-files task run.
+PREFLIGHT_ORDER_REQUESTS = 1
 
 
 @dataclass(frozen=True)
@@ -117,6 +128,8 @@ class Run:
     window_s: float | None = None
     #: For baselines that time themselves (the s3fs upload): the timed part alone.
     inner_s: float | None = None
+    #: Pipeline runs: the task runs the Prefect server recorded of the run's flow run.
+    task_runs: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def as_json(self) -> dict[str, Any]:
@@ -156,6 +169,23 @@ def _record(tool: str, rep: int, measured: Measured, load: Load, error: str) -> 
     )
 
 
+def flow_run_name(spec: OrderSpec) -> str:
+    """The name the download flow gives its run (`flow_run_name` of download_order)."""
+    return f"download-order-{spec.order_id}"
+
+
+def _expected_task_runs(simulator: Simulator, spec: OrderSpec) -> int:
+    """Task runs a successful run leaves Completed: one transfer per file (its retries are
+    attempts of the same task run), and a poll and a listing at each look at the order, as
+    the simulator counted its order requests."""
+    return spec.count + 2 * _looks(simulator)
+
+
+def _looks(simulator: Simulator) -> int:
+    """How many times the pipeline looked at the order (polled it, then listed its files)."""
+    return int(simulator.stats()["requests"]["order"]) - PREFLIGHT_ORDER_REQUESTS
+
+
 def _tail(text: str, lines: int = 6) -> str:
     return "\n".join(text.strip().splitlines()[-lines:])
 
@@ -182,6 +212,8 @@ class Harness:
         self.api = api
         self.venv_bin = venv_bin
         self.logs = work / "logs"
+        #: Longest wait for the Prefect server to have recorded a run's task runs.
+        self.task_run_deadline = DEADLINE_SECONDS
 
     def _log_dir(self, label: str) -> Path:
         return self.logs / label
@@ -192,10 +224,16 @@ class Harness:
         command: Sequence[str],
         env: dict[str, str] | None = None,
         stdin: Path | None = None,
+        *,
+        settle: Callable[[Measured], None] | None = None,
     ) -> tuple[Measured, Load]:
         """Run one command between two quiet moments of the Prefect API, and account for the
         CPU of the whole machine meanwhile: the command's, the API's, this process's (the
-        simulator) and everyone else's."""
+        simulator) and everyone else's.
+
+        `settle` is called once the command has ended, inside the window: what the API does
+        for the run after its exit (the recorder's last flush) is the run's cost.
+        """
         # Whatever the Prefect server still digests from an earlier run must not slow this one.
         wait_quiet(self.api.pid)
         window_start = time.perf_counter()
@@ -207,6 +245,8 @@ class Harness:
         measured = run_measured(
             command, env=env or self.env, log_dir=self._log_dir(label), stdin=stdin
         )
+        if settle is not None:
+            settle(measured)
         wait_quiet(self.api.pid)  # the API's share includes what it digests after the exit
         api = tree_cpu_seconds(self.api.pid) - api_before
         own = _own_cpu_seconds() - own_before
@@ -233,14 +273,53 @@ class Harness:
         extra_env: dict[str, str] | None = None,
         tool: str = "pipeline",
     ) -> Run:
-        """`regards-order download` as a user runs it, against the benchmark's Prefect API."""
+        """`regards-order download` as a user runs it, against the benchmark's Prefect API;
+        then the server must have recorded every task run of it Completed."""
+        env = self.env | {"REGARDS_PASSWORD": PASSWORD, "PREFECT_API_URL": self.api.url}
+        env |= extra_env or {}
+        started = dt.datetime.now(dt.UTC)
+        recorded: list[TaskRunCount] = []
+
+        def count_task_runs(measured: Measured) -> None:
+            if measured.returncode == 0:
+                expected = _expected_task_runs(simulator, spec)
+                name = flow_run_name(spec)
+                recorded.append(
+                    wait_for_task_runs(
+                        self.api.url, name, started, expected, self.task_run_deadline
+                    )
+                )
+
+        command = self._download_command(simulator, spec, target, concurrency, extra_args)
+        measured, load = self._run(label, command, env, settle=count_task_runs)
+        run = self._pipeline_run(tool, rep, measured, load, spec, local, recorded)
+        return self._note_looks(run, simulator)
+
+    def _download_command(
+        self,
+        simulator: Simulator,
+        spec: OrderSpec,
+        target: str,
+        concurrency: int,
+        extra_args: Sequence[str],
+    ) -> list[str]:
         command = [str(self.venv_bin / "regards-order"), "download", str(spec.order_id)]
         command += ["--host", simulator.url, "--project", PROJECT, "--username", USER]
         command += ["--target", target, "--concurrency", str(concurrency), "--json"]
-        command += list(extra_args)
-        env = self.env | {"REGARDS_PASSWORD": PASSWORD, "PREFECT_API_URL": self.api.url}
-        env |= extra_env or {}
-        measured, load = self._run(label, command, env)
+        return command + list(extra_args)
+
+    def _pipeline_run(
+        self,
+        tool: str,
+        rep: int,
+        measured: Measured,
+        load: Load,
+        spec: OrderSpec,
+        local: Path | None,
+        recorded: list[TaskRunCount],
+    ) -> Run:
+        """The Run of a pipeline command: ok only if its report, the files at the target and
+        the task runs the Prefect server recorded all say that every file was delivered."""
         error = ""
         if measured.returncode != 0:
             error = f"exit {measured.returncode}: {_tail(measured.stderr)}"
@@ -253,7 +332,22 @@ class Harness:
                 error = f"report counts {counts}, expected {spec.count} downloaded"
             elif local is not None and (found := _local_files(local)) != spec.count:
                 error = f"{found} files at the target, expected {spec.count}"
-        return _record(tool, rep, measured, load, error)
+            elif recorded and recorded[0].short:
+                count = recorded[0]
+                error = (
+                    f"the Prefect server recorded {count.completed} Completed task runs "
+                    f"(of {count.recorded}), expected {count.expected}: states were lost"
+                )
+        run = _record(tool, rep, measured, load, error)
+        if recorded:
+            run.task_runs = recorded[0].as_json()
+        return run
+
+    def _note_looks(self, run: Run, simulator: Simulator) -> Run:
+        """Keep how many looks the run took, and over how many suborders the order came."""
+        (order,) = simulator.stats()["orders"].values()
+        run.extra |= {"looks": _looks(simulator), "suborders": len(order["suborders"])}
+        return run
 
     # -- baselines ------------------------------------------------------------------------
 
