@@ -26,6 +26,7 @@ from typing import Any
 
 from benchmarks import report
 from benchmarks.procs import PREFECT_SERVER_SETTINGS, check_tools, moto_server, prefect_server
+from benchmarks.report import EMBEDDED_FIRST, EMBEDDED_LATER
 from benchmarks.workloads import (
     MIB,
     Harness,
@@ -37,7 +38,7 @@ from benchmarks.workloads import (
 from regards_order.simulator import Simulator
 
 REPO = Path(__file__).resolve().parent.parent
-WORKLOADS = ("startup", "large", "small", "medium", "memory", "s3", "dask")
+WORKLOADS = ("startup", "startup-embedded", "large", "small", "medium", "memory", "s3", "dask")
 S3_BUCKET = "regards-bench"
 
 ToolRun = Callable[[Simulator, Path, int], Run]
@@ -218,6 +219,52 @@ def run_startup(harness: Harness, args: argparse.Namespace) -> dict[str, Any]:
     return {"spec": _spec(spec), "runs": runs}
 
 
+def run_startup_embedded(harness: Harness, args: argparse.Namespace) -> dict[str, Any]:
+    """The same one-file order as a newcomer runs it: no PREFECT_API_URL, so the CLI starts
+    Prefect's temporary server itself. A newcomer's first run also creates the database in
+    an empty PREFECT_HOME; every later run finds it there: both are measured."""
+    spec = OrderSpec(order_id=1, count=1, size=1024)
+    used_home = harness.work / "embedded-home"
+    with serving(spec) as simulator:  # the first run of that home, not measured
+        dest = harness.work / "embedded-warm-up"
+        run = harness.pipeline_embedded(
+            simulator, spec, dest, home=used_home, label="embedded-warm-up", rep=0, tool="-"
+        )
+    clean(dest)
+    if not run.ok:
+        raise SystemExit(f"bench: the pipeline does not run without an API URL: {run.error}")
+
+    def later_run(simulator: Simulator, dest: Path, rep: int) -> Run:
+        return harness.pipeline_embedded(
+            simulator,
+            spec,
+            dest,
+            home=used_home,
+            label=f"startup-embedded/later-{rep}",
+            rep=rep,
+            tool=EMBEDDED_LATER,
+        )
+
+    def first_run(simulator: Simulator, dest: Path, rep: int) -> Run:
+        home = harness.work / f"embedded-home-{rep}"  # empty: the CLI creates the database
+        try:
+            return harness.pipeline_embedded(
+                simulator,
+                spec,
+                dest,
+                home=home,
+                label=f"startup-embedded/first-{rep}",
+                rep=rep,
+                tool=EMBEDDED_FIRST,
+            )
+        finally:
+            clean(home)
+
+    tools: dict[str, ToolRun] = {EMBEDDED_LATER: later_run, EMBEDDED_FIRST: first_run}
+    runs = alternate(harness, "startup-embedded", spec, tools, args.reps)
+    return {"spec": _spec(spec), "runs": runs}
+
+
 def run_large(harness: Harness, args: argparse.Namespace) -> dict[str, Any]:
     """One large file to a local folder."""
     spec = OrderSpec(order_id=2, count=1, size=args.large_mib * MIB)
@@ -342,6 +389,7 @@ def run_dask(harness: Harness, args: argparse.Namespace) -> dict[str, Any]:
 
 RUNNERS: dict[str, Callable[[Harness, argparse.Namespace], dict[str, Any]]] = {
     "startup": run_startup,
+    "startup-embedded": run_startup_embedded,
     "large": run_large,
     "small": run_small,
     "medium": run_medium,

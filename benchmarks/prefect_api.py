@@ -6,17 +6,21 @@ a count read right after the CLI exits may still be short: `wait_for_task_runs` 
 until it reaches what the run must have left, or a deadline passes. A count still short then
 means states were lost (or never sent), and the run does not count.
 
-The server is asked through its REST API (plain HTTP: the benchmark process does not import
-Prefect).
+The running server is asked through its REST API (plain HTTP: the benchmark process does not
+import Prefect); the database of the CLI's temporary server, which is gone once the CLI exits,
+is read from its PREFECT_HOME with sqlite3.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
+import sqlite3
 import time
 import urllib.request
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 #: Seconds between two reads of the count while the recorder may still be flushing: long
@@ -107,3 +111,25 @@ def wait_for_task_runs(
         time.sleep(POLL_SECONDS)
     recorded = _count(api, flow_run_id, None) if flow_run_id is not None else 0
     return TaskRunCount(flow_run_id, completed, recorded, expected)
+
+
+def count_in_home(home: Path, flow_run_name: str, expected: int) -> TaskRunCount:
+    """The same count, read from the SQLite database a temporary server left in `home`
+    (Prefect's default database: `<PREFECT_HOME>/prefect.db`); its newest flow run of that
+    name is the run's. The server has stopped: whatever it recorded is there now."""
+    database = home / "prefect.db"
+    if not database.exists():
+        return TaskRunCount(None, 0, 0, expected)
+    with contextlib.closing(sqlite3.connect(f"file:{database}?mode=ro", uri=True)) as db:
+        row = db.execute(
+            "SELECT id FROM flow_run WHERE name = ? ORDER BY created DESC LIMIT 1",
+            (flow_run_name,),
+        ).fetchone()
+        if row is None:
+            return TaskRunCount(None, 0, 0, expected)
+        (flow_run_id,) = row
+        completed, recorded = db.execute(
+            "SELECT COALESCE(SUM(state_type = ?), 0), COUNT(*) FROM task_run WHERE flow_run_id = ?",
+            (COMPLETED, flow_run_id),
+        ).fetchone()
+    return TaskRunCount(str(flow_run_id), int(completed), int(recorded), expected)

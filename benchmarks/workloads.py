@@ -22,6 +22,7 @@ from typing import Any
 from benchmarks.prefect_api import (
     DEADLINE_SECONDS,
     TaskRunCount,
+    count_in_home,
     wait_for_task_runs,
 )
 from benchmarks.procs import (
@@ -45,6 +46,11 @@ MIB = 1024 * 1024
 #: the user's and still there); every later one is a poll-order task run, each followed by a
 #: list-available-files task run.
 PREFLIGHT_ORDER_REQUESTS = 1
+
+#: Seconds the CLI waits for its temporary server to start. Prefect's default, 20 s, is less
+#: than creating the database of an empty PREFECT_HOME takes on a busy 2-core machine (22 s
+#: measured: a newcomer's first run then fails); the benchmark measures how long it takes.
+EMBEDDED_STARTUP_TIMEOUT = "120"
 
 
 @dataclass(frozen=True)
@@ -130,6 +136,9 @@ class Run:
     inner_s: float | None = None
     #: Pipeline runs: the task runs the Prefect server recorded of the run's flow run.
     task_runs: dict[str, Any] | None = None
+    #: Peak of the resident sets of the command's processes added up (sampled), where the
+    #: command starts a server of its own: GNU time's peak is its largest single process.
+    tree_rss_mb: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def as_json(self) -> dict[str, Any]:
@@ -141,7 +150,7 @@ class Run:
 class Load:
     """Where the machine's CPU went while one command ran."""
 
-    api_cpu_s: float
+    api_cpu_s: float | None  # None when the command ran without the benchmark's API
     simulator_cpu_s: float
     other_cpu_s: float
     window_s: float  # the run and the quiet moment after it, over which the above are counted
@@ -226,6 +235,8 @@ class Harness:
         stdin: Path | None = None,
         *,
         settle: Callable[[Measured], None] | None = None,
+        uses_api: bool = True,
+        sample_tree_rss: bool = False,
     ) -> tuple[Measured, Load]:
         """Run one command between two quiet moments of the Prefect API, and account for the
         CPU of the whole machine meanwhile: the command's, the API's, this process's (the
@@ -233,6 +244,7 @@ class Harness:
 
         `settle` is called once the command has ended, inside the window: what the API does
         for the run after its exit (the recorder's last flush) is the run's cost.
+        `uses_api`: False for a command that runs without the benchmark's Prefect API.
         """
         # Whatever the Prefect server still digests from an earlier run must not slow this one.
         wait_quiet(self.api.pid)
@@ -243,7 +255,11 @@ class Harness:
             _own_cpu_seconds(),
         )
         measured = run_measured(
-            command, env=env or self.env, log_dir=self._log_dir(label), stdin=stdin
+            command,
+            env=env or self.env,
+            log_dir=self._log_dir(label),
+            stdin=stdin,
+            sample_tree_rss=sample_tree_rss,
         )
         if settle is not None:
             settle(measured)
@@ -254,7 +270,10 @@ class Harness:
         other = max(0.0, busy - measured.cpu_s - api - own)
         window = time.perf_counter() - window_start
         return measured, Load(
-            api_cpu_s=api, simulator_cpu_s=own, other_cpu_s=other, window_s=window
+            api_cpu_s=api if uses_api else None,
+            simulator_cpu_s=own,
+            other_cpu_s=other + (0.0 if uses_api else api),
+            window_s=window,
         )
 
     # -- the pipeline ---------------------------------------------------------------------
@@ -293,6 +312,34 @@ class Harness:
         command = self._download_command(simulator, spec, target, concurrency, extra_args)
         measured, load = self._run(label, command, env, settle=count_task_runs)
         run = self._pipeline_run(tool, rep, measured, load, spec, local, recorded)
+        return self._note_looks(run, simulator)
+
+    def pipeline_embedded(
+        self,
+        simulator: Simulator,
+        spec: OrderSpec,
+        target: Path,
+        *,
+        home: Path,
+        label: str,
+        rep: int,
+        tool: str,
+    ) -> Run:
+        """`regards-order download` as a newcomer runs it: no PREFECT_API_URL, so the CLI
+        starts Prefect's temporary server (a child process it waits for: GNU time counts its
+        CPU) with `home` as PREFECT_HOME; then that server's database, left in `home`, must
+        hold every task run of it Completed."""
+        env = self.env | {"REGARDS_PASSWORD": PASSWORD, "PREFECT_HOME": str(home)}
+        env |= {"PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": EMBEDDED_STARTUP_TIMEOUT}
+        env.pop("PREFECT_API_URL", None)
+        command = self._download_command(simulator, spec, str(target), 1, ())
+        measured, load = self._run(label, command, env, uses_api=False, sample_tree_rss=True)
+        recorded = []
+        if measured.returncode == 0:
+            expected = _expected_task_runs(simulator, spec)
+            recorded.append(count_in_home(home, flow_run_name(spec), expected))
+        run = self._pipeline_run(tool, rep, measured, load, spec, target, recorded)
+        run.tree_rss_mb = measured.tree_rss_mb
         return self._note_looks(run, simulator)
 
     def _download_command(

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks.bench import child_env
+from benchmarks.prefect_api import count_in_home
 from benchmarks.procs import PREFECT_SERVER_SETTINGS, prefect_server
 from benchmarks.workloads import Harness, OrderSpec, Run, clean
 from regards_order.simulator import Simulator
@@ -85,3 +86,8 @@ def test_a_run_whose_task_runs_the_server_did_not_record_does_not_count(
     assert counted is not None
     assert counted["completed"] == 0 and counted["expected"] == 3 + 2 * run.extra["looks"]
     assert counted["flow_run_id"]  # the flow run itself is recorded; its task runs are not
+
+
+def test_a_home_without_a_database_holds_no_task_run(tmp_path: Path) -> None:
+    counted = count_in_home(tmp_path, "download-order-1", expected=5)
+    assert counted.short and counted.completed == 0 and counted.flow_run_id is None
