@@ -69,6 +69,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add("--medium-files", type=int, default=100, help="medium files count (default 100)")
     add("--medium-mib", type=int, default=8, help="size of each medium file (default 8)")
     add("--medium-concurrency", type=int, default=4)
+    add(
+        "--medium-suborder-mb",
+        type=int,
+        default=100,
+        help="suborder size limit of the medium order, MB (default 100, as REGARDS)",
+    )
     add("--memory-small-mib", type=int, default=100)
     add("--memory-large-mib", type=int, default=2048)
     add("--memory-reps", type=int, default=2, help="repetitions of the memory runs (default 2)")
@@ -139,6 +145,20 @@ def serving(spec: OrderSpec) -> Iterator[Simulator]:
         yield simulator
 
 
+def served(simulator: Simulator) -> dict[str, int]:
+    """What the simulator served one run: every tool faces the same server, and this shows
+    whether one was answered differently (a 202 for a file not restored yet, a body cut)."""
+    stats = simulator.stats()
+    return {
+        "download_requests": stats["requests"]["download"],
+        "downloads_completed": stats["downloads_completed"],
+        "downloads_aborted": stats["downloads_aborted"],
+        "order_requests": stats["requests"]["order"],
+        "listing_requests": stats["requests"]["files"],
+        "max_active_suborders": max(stats["max_active_suborders"].values(), default=0),
+    }
+
+
 def alternate(
     harness: Harness, workload: str, spec: OrderSpec, tools: dict[str, ToolRun], reps: int
 ) -> list[Run]:
@@ -150,6 +170,7 @@ def alternate(
             dest = harness.work / workload / f"{_slug(name)}-{rep}"
             with serving(spec) as simulator:
                 run = tools[name](simulator, dest, rep)
+            run.extra["served"] = served(simulator)
             clean(dest)
             runs.append(run)
             state = "ok" if run.ok else f"FAILED: {run.error}"
@@ -296,7 +317,12 @@ def run_small(harness: Harness, args: argparse.Namespace) -> dict[str, Any]:
 
 def run_medium(harness: Harness, args: argparse.Namespace) -> dict[str, Any]:
     """Medium files, a few at a time, against the same baselines."""
-    spec = OrderSpec(order_id=4, count=args.medium_files, size=args.medium_mib * MIB)
+    spec = OrderSpec(
+        order_id=4,
+        count=args.medium_files,
+        size=args.medium_mib * MIB,
+        suborder_bytes=args.medium_suborder_mb * 1_000_000,
+    )
     concurrency = args.medium_concurrency
     tools = {"pipeline": pipeline_tool(harness, spec, "medium", concurrency)}
     tools |= curl_tools(harness, "medium", concurrency)
