@@ -4,10 +4,12 @@
 
 The pipeline is measured as users run it: `regards-order download` in its own process, against
 one `prefect server start` that serves every run of the benchmark (its start is not counted;
-the CLI's own fixed start-up is measured apart, on a one-file order). Baselines run against the
-same kind of server, tools alternate within each repetition, every run writes to a fresh
-folder that is removed afterwards. Medians, ratios, CPU and peak RSS are printed (and kept in
-`<out>/latest.txt`), written to `<out>/latest.json`, and drawn in `<out>/latest.png`.
+the CLI's own fixed start-up is measured apart, on a one-file order, and so is the same order
+without PREFECT_API_URL, where the CLI starts a temporary server of its own). A pipeline run
+counts only if the Prefect server then holds every task run of it Completed. Baselines run
+against the same kind of server, tools alternate within each repetition, every run writes to a
+fresh folder that is removed afterwards. Medians, ratios, CPU and peak RSS are printed (and
+kept in `<out>/latest.txt`), written to `<out>/latest.json`, and drawn in `<out>/latest.png`.
 """
 
 from __future__ import annotations

@@ -297,22 +297,18 @@ class Harness:
         env = self.env | {"REGARDS_PASSWORD": PASSWORD, "PREFECT_API_URL": self.api.url}
         env |= extra_env or {}
         started = dt.datetime.now(dt.UTC)
-        recorded: list[TaskRunCount] = []
+        counted: list[TaskRunCount] = []  # filled once the command has ended
 
         def count_task_runs(measured: Measured) -> None:
             if measured.returncode == 0:
                 expected = _expected_task_runs(simulator, spec)
-                name = flow_run_name(spec)
-                recorded.append(
-                    wait_for_task_runs(
-                        self.api.url, name, started, expected, self.task_run_deadline
-                    )
-                )
+                name, deadline = flow_run_name(spec), self.task_run_deadline
+                counted.append(wait_for_task_runs(self.api.url, name, started, expected, deadline))
 
         command = self._download_command(simulator, spec, target, concurrency, extra_args)
         measured, load = self._run(label, command, env, settle=count_task_runs)
-        run = self._pipeline_run(tool, rep, measured, load, spec, local, recorded)
-        return self._note_looks(run, simulator)
+        run = _pipeline_run(tool, rep, measured, load, spec, local, next(iter(counted), None))
+        return _note_looks(run, simulator)
 
     def pipeline_embedded(
         self,
@@ -334,13 +330,13 @@ class Harness:
         env.pop("PREFECT_API_URL", None)
         command = self._download_command(simulator, spec, str(target), 1, ())
         measured, load = self._run(label, command, env, uses_api=False, sample_tree_rss=True)
-        recorded = []
+        counted = None
         if measured.returncode == 0:
             expected = _expected_task_runs(simulator, spec)
-            recorded.append(count_in_home(home, flow_run_name(spec), expected))
-        run = self._pipeline_run(tool, rep, measured, load, spec, target, recorded)
+            counted = count_in_home(home, flow_run_name(spec), expected)
+        run = _pipeline_run(tool, rep, measured, load, spec, target, counted)
         run.tree_rss_mb = measured.tree_rss_mb
-        return self._note_looks(run, simulator)
+        return _note_looks(run, simulator)
 
     def _download_command(
         self,
@@ -354,47 +350,6 @@ class Harness:
         command += ["--host", simulator.url, "--project", PROJECT, "--username", USER]
         command += ["--target", target, "--concurrency", str(concurrency), "--json"]
         return command + list(extra_args)
-
-    def _pipeline_run(
-        self,
-        tool: str,
-        rep: int,
-        measured: Measured,
-        load: Load,
-        spec: OrderSpec,
-        local: Path | None,
-        recorded: list[TaskRunCount],
-    ) -> Run:
-        """The Run of a pipeline command: ok only if its report, the files at the target and
-        the task runs the Prefect server recorded all say that every file was delivered."""
-        error = ""
-        if measured.returncode != 0:
-            error = f"exit {measured.returncode}: {_tail(measured.stderr)}"
-        else:
-            try:
-                counts = json.loads(measured.stdout)["counts"]
-            except (ValueError, KeyError, TypeError):
-                counts = {}
-            if counts.get("downloaded") != spec.count:
-                error = f"report counts {counts}, expected {spec.count} downloaded"
-            elif local is not None and (found := _local_files(local)) != spec.count:
-                error = f"{found} files at the target, expected {spec.count}"
-            elif recorded and recorded[0].short:
-                count = recorded[0]
-                error = (
-                    f"the Prefect server recorded {count.completed} Completed task runs "
-                    f"(of {count.recorded}), expected {count.expected}: states were lost"
-                )
-        run = _record(tool, rep, measured, load, error)
-        if recorded:
-            run.task_runs = recorded[0].as_json()
-        return run
-
-    def _note_looks(self, run: Run, simulator: Simulator) -> Run:
-        """Keep how many looks the run took, and over how many suborders the order came."""
-        (order,) = simulator.stats()["orders"].values()
-        run.extra |= {"looks": _looks(simulator), "suborders": len(order["suborders"])}
-        return run
 
     # -- baselines ------------------------------------------------------------------------
 
@@ -479,6 +434,47 @@ class Harness:
         elif dest is not None and (found := _local_files(dest)) != expected:
             error = f"{found} files at the destination, expected {expected}"
         return _record(tool, rep, measured, load, error)
+
+
+def _pipeline_run(
+    tool: str,
+    rep: int,
+    measured: Measured,
+    load: Load,
+    spec: OrderSpec,
+    local: Path | None,
+    counted: TaskRunCount | None,
+) -> Run:
+    """The Run of a pipeline command: ok only if its report, the files at the target and
+    the task runs the Prefect server recorded all say that every file was delivered."""
+    error = ""
+    if measured.returncode != 0:
+        error = f"exit {measured.returncode}: {_tail(measured.stderr)}"
+    else:
+        try:
+            counts = json.loads(measured.stdout)["counts"]
+        except (ValueError, KeyError, TypeError):
+            counts = {}
+        if counts.get("downloaded") != spec.count:
+            error = f"report counts {counts}, expected {spec.count} downloaded"
+        elif local is not None and (found := _local_files(local)) != spec.count:
+            error = f"{found} files at the target, expected {spec.count}"
+        elif counted is not None and counted.short:
+            error = (
+                f"the Prefect server recorded {counted.completed} Completed task runs "
+                f"(of {counted.recorded}), expected {counted.expected}: states were lost"
+            )
+    run = _record(tool, rep, measured, load, error)
+    if counted is not None:
+        run.task_runs = counted.as_json()
+    return run
+
+
+def _note_looks(run: Run, simulator: Simulator) -> Run:
+    """Keep how many looks the run took, and over how many suborders the order came."""
+    (order,) = simulator.stats()["orders"].values()
+    run.extra |= {"looks": _looks(simulator), "suborders": len(order["suborders"])}
+    return run
 
 
 def clean(path: Path) -> None:
