@@ -4,10 +4,12 @@
 
 The pipeline is measured as users run it: `regards-order download` in its own process, against
 one `prefect server start` that serves every run of the benchmark (its start is not counted;
-the CLI's own fixed start-up is measured apart, on a one-file order). Baselines run against the
-same kind of server, tools alternate within each repetition, every run writes to a fresh
-folder that is removed afterwards. Medians, ratios, CPU and peak RSS are printed (and kept in
-`<out>/latest.txt`), written to `<out>/latest.json`, and drawn in `<out>/latest.png`.
+the CLI's own fixed start-up is measured apart, on a one-file order, and so is the same order
+without PREFECT_API_URL, where the CLI starts a temporary server of its own). A pipeline run
+counts only if the Prefect server then holds every task run of it Completed. Baselines run
+against the same kind of server, tools alternate within each repetition, every run writes to a
+fresh folder that is removed afterwards. Medians, ratios, CPU and peak RSS are printed (and
+kept in `<out>/latest.txt`), written to `<out>/latest.json`, and drawn in `<out>/latest.png`.
 """
 
 from __future__ import annotations
@@ -25,7 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks import report
-from benchmarks.procs import check_tools, moto_server, prefect_server
+from benchmarks.procs import PREFECT_SERVER_SETTINGS, check_tools, moto_server, prefect_server
+from benchmarks.report import EMBEDDED_FIRST, EMBEDDED_LATER
 from benchmarks.workloads import (
     MIB,
     Harness,
@@ -37,7 +40,7 @@ from benchmarks.workloads import (
 from regards_order.simulator import Simulator
 
 REPO = Path(__file__).resolve().parent.parent
-WORKLOADS = ("startup", "large", "small", "medium", "memory", "s3", "dask")
+WORKLOADS = ("startup", "startup-embedded", "large", "small", "medium", "memory", "s3", "dask")
 S3_BUCKET = "regards-bench"
 
 ToolRun = Callable[[Simulator, Path, int], Run]
@@ -68,6 +71,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     add("--medium-files", type=int, default=100, help="medium files count (default 100)")
     add("--medium-mib", type=int, default=8, help="size of each medium file (default 8)")
     add("--medium-concurrency", type=int, default=4)
+    add(
+        "--medium-suborder-mb",
+        type=int,
+        default=100,
+        help="suborder size limit of the medium order, MB (default 100, as REGARDS)",
+    )
     add("--memory-small-mib", type=int, default=100)
     add("--memory-large-mib", type=int, default=2048)
     add("--memory-reps", type=int, default=2, help="repetitions of the memory runs (default 2)")
@@ -85,7 +94,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         help="run the pipeline from another folder's flows/, tasks/ and regards_order/ (a copy "
         "with a change being tried), against the same baselines",
     )
+    add(
+        "--server-env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="change the environment of the benchmark's Prefect server (repeatable): NAME=VALUE "
+        "sets or overrides one of benchmarks.procs.PREFECT_SERVER_SETTINGS, NAME= drops it "
+        "(Prefect's default then applies), to compare server settings",
+    )
     args = parser.parse_args(argv)
+    try:
+        args.server_settings = server_settings(args.server_env)
+    except ValueError as error:
+        parser.error(str(error))
     args.workloads = [w.strip() for w in args.workloads.split(",") if w.strip()]
     unknown = set(args.workloads) - set(WORKLOADS)
     if unknown:
@@ -93,6 +115,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     if min(args.reps, args.memory_reps, args.small_reps) < 1:
         parser.error("repetitions must be at least 1")
     return args
+
+
+def server_settings(changes: Sequence[str]) -> dict[str, str]:
+    """PREFECT_SERVER_SETTINGS with the `NAME=VALUE` changes of --server-env applied."""
+    settings = dict(PREFECT_SERVER_SETTINGS)
+    for change in changes:
+        name, equals, value = change.partition("=")
+        if not equals or not name.startswith("PREFECT_"):
+            raise ValueError(f"--server-env takes PREFECT_...=VALUE, not {change!r}")
+        if value:
+            settings[name] = value
+        else:
+            settings.pop(name, None)
+    return settings
 
 
 def say(message: str) -> None:
@@ -111,6 +147,20 @@ def serving(spec: OrderSpec) -> Iterator[Simulator]:
         yield simulator
 
 
+def served(simulator: Simulator) -> dict[str, int]:
+    """What the simulator served one run: every tool faces the same server, and this shows
+    whether one was answered differently (a 202 for a file not restored yet, a body cut)."""
+    stats = simulator.stats()
+    return {
+        "download_requests": stats["requests"]["download"],
+        "downloads_completed": stats["downloads_completed"],
+        "downloads_aborted": stats["downloads_aborted"],
+        "order_requests": stats["requests"]["order"],
+        "listing_requests": stats["requests"]["files"],
+        "max_active_suborders": max(stats["max_active_suborders"].values(), default=0),
+    }
+
+
 def alternate(
     harness: Harness, workload: str, spec: OrderSpec, tools: dict[str, ToolRun], reps: int
 ) -> list[Run]:
@@ -122,6 +172,7 @@ def alternate(
             dest = harness.work / workload / f"{_slug(name)}-{rep}"
             with serving(spec) as simulator:
                 run = tools[name](simulator, dest, rep)
+            run.extra["served"] = served(simulator)
             clean(dest)
             runs.append(run)
             state = "ok" if run.ok else f"FAILED: {run.error}"
@@ -191,6 +242,52 @@ def run_startup(harness: Harness, args: argparse.Namespace) -> dict[str, Any]:
     return {"spec": _spec(spec), "runs": runs}
 
 
+def run_startup_embedded(harness: Harness, args: argparse.Namespace) -> dict[str, Any]:
+    """The same one-file order as a newcomer runs it: no PREFECT_API_URL, so the CLI starts
+    Prefect's temporary server itself. A newcomer's first run also creates the database in
+    an empty PREFECT_HOME; every later run finds it there: both are measured."""
+    spec = OrderSpec(order_id=1, count=1, size=1024)
+    used_home = harness.work / "embedded-home"
+    with serving(spec) as simulator:  # the first run of that home, not measured
+        dest = harness.work / "embedded-warm-up"
+        run = harness.pipeline_embedded(
+            simulator, spec, dest, home=used_home, label="embedded-warm-up", rep=0, tool="-"
+        )
+    clean(dest)
+    if not run.ok:
+        raise SystemExit(f"bench: the pipeline does not run without an API URL: {run.error}")
+
+    def later_run(simulator: Simulator, dest: Path, rep: int) -> Run:
+        return harness.pipeline_embedded(
+            simulator,
+            spec,
+            dest,
+            home=used_home,
+            label=f"startup-embedded/later-{rep}",
+            rep=rep,
+            tool=EMBEDDED_LATER,
+        )
+
+    def first_run(simulator: Simulator, dest: Path, rep: int) -> Run:
+        home = harness.work / f"embedded-home-{rep}"  # empty: the CLI creates the database
+        try:
+            return harness.pipeline_embedded(
+                simulator,
+                spec,
+                dest,
+                home=home,
+                label=f"startup-embedded/first-{rep}",
+                rep=rep,
+                tool=EMBEDDED_FIRST,
+            )
+        finally:
+            clean(home)
+
+    tools: dict[str, ToolRun] = {EMBEDDED_LATER: later_run, EMBEDDED_FIRST: first_run}
+    runs = alternate(harness, "startup-embedded", spec, tools, args.reps)
+    return {"spec": _spec(spec), "runs": runs}
+
+
 def run_large(harness: Harness, args: argparse.Namespace) -> dict[str, Any]:
     """One large file to a local folder."""
     spec = OrderSpec(order_id=2, count=1, size=args.large_mib * MIB)
@@ -222,7 +319,12 @@ def run_small(harness: Harness, args: argparse.Namespace) -> dict[str, Any]:
 
 def run_medium(harness: Harness, args: argparse.Namespace) -> dict[str, Any]:
     """Medium files, a few at a time, against the same baselines."""
-    spec = OrderSpec(order_id=4, count=args.medium_files, size=args.medium_mib * MIB)
+    spec = OrderSpec(
+        order_id=4,
+        count=args.medium_files,
+        size=args.medium_mib * MIB,
+        suborder_bytes=args.medium_suborder_mb * 1_000_000,
+    )
     concurrency = args.medium_concurrency
     tools = {"pipeline": pipeline_tool(harness, spec, "medium", concurrency)}
     tools |= curl_tools(harness, "medium", concurrency)
@@ -315,6 +417,7 @@ def run_dask(harness: Harness, args: argparse.Namespace) -> dict[str, Any]:
 
 RUNNERS: dict[str, Callable[[Harness, argparse.Namespace], dict[str, Any]]] = {
     "startup": run_startup,
+    "startup-embedded": run_startup_embedded,
     "large": run_large,
     "small": run_small,
     "medium": run_medium,
@@ -367,8 +470,9 @@ def main(argv: list[str] | None = None) -> int:
     measured: dict[str, Any] = {}
     try:
         prefect = str(venv_bin / "prefect")
-        with prefect_server(work / "prefect", env, work / "prefect-server.log", prefect) as api:
-            say(f"Prefect API at {api.url} (pid {api.pid})")
+        log = work / "prefect-server.log"
+        with prefect_server(work / "prefect", env, log, prefect, args.server_settings) as api:
+            say(f"Prefect API at {api.url} (pid {api.pid}), with {args.server_settings}")
             harness = Harness(work, env, api, venv_bin)
             warm_up(harness)
             for name in args.workloads:

@@ -13,6 +13,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -20,8 +21,27 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-#: Clock ticks per second of /proc/<pid>/stat times.
+#: Clock ticks per second of /proc/<pid>/stat times, and bytes per page of its sizes.
 _TICKS = os.sysconf("SC_CLK_TCK")
+_PAGE = os.sysconf("SC_PAGE_SIZE")
+MB = 1024.0 * 1024.0
+
+#: The environment of every Prefect server the project starts (the benchmark's here; the
+#: CLI's temporary server and the tests' are to take the same), in Prefect 3.9's names.
+#: Nothing is turned off and no state is lost: the task-run recorder only writes in fewer,
+#: larger transactions, and writes what it still holds when the server stops.
+PREFECT_SERVER_SETTINGS: dict[str, str] = {
+    # The recorder turns the clients' task-run events into task-run states. By default it
+    # commits each event in a transaction of its own; in batches of up to 200 the server's CPU
+    # per file of an order of small files fell to under a third. The interval bounds how long
+    # a state waits when fewer than 200 come: Prefect truncates it to whole seconds, and 0
+    # would make its flush loop spin.
+    "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_BATCH_SIZE": "200",
+    "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_FLUSH_INTERVAL": "1",
+    # Left at Prefect's defaults: the event persister already writes in batches (20 events,
+    # or every 5 s), and larger ones (200, every 1 s) measured no different; the triggers
+    # service costs about a tenth of the server's CPU but runs the automations a user may set.
+}
 
 
 @dataclass(frozen=True)
@@ -34,6 +54,7 @@ class Measured:
     max_rss_mb: float  # peak resident set of the largest process in that tree
     stdout: str
     stderr: str
+    tree_rss_mb: float | None = None  # peak of the tree's resident sets added up, if sampled
 
 
 #: GNU time: it reports the peak RSS of the command itself. A child's own ru_maxrss cannot be
@@ -50,9 +71,11 @@ def run_measured(
     log_dir: Path,
     stdin: Path | None = None,
     timeout: float = 1800.0,
+    sample_tree_rss: bool = False,
 ) -> Measured:
     """Run `command` to its end and measure it; stdout and stderr go through files, not pipes,
-    so that a large `--json` report never blocks the child."""
+    so that a large `--json` report never blocks the child. `sample_tree_rss`: also sample the
+    resident sets of all its processes added up (for a command that starts a server)."""
     log_dir.mkdir(parents=True, exist_ok=True)
     out_path, err_path = log_dir / "stdout.txt", log_dir / "stderr.txt"
     usage_path = log_dir / "usage.txt"
@@ -63,12 +86,15 @@ def run_measured(
             stack.callback(source.close)  # type: ignore[union-attr]
         began = time.perf_counter()
         child = subprocess.Popen(timed, env=env, cwd=cwd, stdin=source, stdout=out, stderr=err)
+        sampler = _TreeRssSampler(child.pid) if sample_tree_rss else None
         try:
             status = _wait(child, timeout)
         except BaseException:  # interrupted: leave no measured process behind
             child.kill()
             child.wait()
             raise
+        finally:
+            tree_rss = sampler.stop() if sampler is not None else None
         wall = time.perf_counter() - began
     # The last line holds the figures; a line before it tells of a signal, if any.
     user, system, max_rss_kib = usage_path.read_text().strip().splitlines()[-1].split()
@@ -79,6 +105,7 @@ def run_measured(
         max_rss_mb=int(max_rss_kib) / 1024.0,
         stdout=out_path.read_text(errors="replace"),
         stderr=err_path.read_text(errors="replace"),
+        tree_rss_mb=tree_rss,
     )
 
 
@@ -105,10 +132,16 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def tree_cpu_seconds(root: int) -> float:
-    """CPU seconds (user + system) used so far by `root` and every live descendant."""
-    parents: dict[int, int] = {}
-    times: dict[int, float] = {}
+@dataclass(frozen=True)
+class _Proc:
+    parent: int
+    cpu_s: float  # its own and that of the children it waited for
+    rss_bytes: int
+
+
+def _processes() -> dict[int, _Proc]:
+    """Every live process of the machine, from /proc/<pid>/stat."""
+    table: dict[int, _Proc] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -118,16 +151,57 @@ def tree_cpu_seconds(root: int) -> float:
             continue
         # The command name may hold spaces and parentheses: split after its last ')'.
         fields = stat[stat.rindex(")") + 2 :].split()
-        pid = int(entry.name)
-        parents[pid] = int(fields[1])
-        # utime, stime, cutime, cstime: fields 14-17 of stat(5), 12-15 here.
-        times[pid] = sum(int(value) for value in fields[11:15]) / _TICKS
-    total, frontier = 0.0, [root]
+        table[int(entry.name)] = _Proc(
+            parent=int(fields[1]),
+            # utime, stime, cutime, cstime: fields 14-17 of stat(5), 12-15 here.
+            cpu_s=sum(int(value) for value in fields[11:15]) / _TICKS,
+            rss_bytes=int(fields[21]) * _PAGE,  # rss (pages): field 24
+        )
+    return table
+
+
+def _tree(table: dict[int, _Proc], root: int) -> list[_Proc]:
+    """`root` and its live descendants."""
+    found, frontier = [], [root]
     while frontier:
         pid = frontier.pop()
-        total += times.get(pid, 0.0)
-        frontier += [child for child, parent in parents.items() if parent == pid]
-    return total
+        if pid in table:
+            found.append(table[pid])
+        frontier += [child for child, proc in table.items() if proc.parent == pid]
+    return found
+
+
+def tree_cpu_seconds(root: int) -> float:
+    """CPU seconds (user + system) used so far by `root` and every live descendant."""
+    return sum(proc.cpu_s for proc in _tree(_processes(), root))
+
+
+class _TreeRssSampler:
+    """Samples, on a thread, the resident sets of a process tree added up; keeps the peak.
+
+    GNU time reports the largest single process of a tree: a command that starts a server of
+    its own holds both at once, and a sample of their sum shows it (at the sampling's grain).
+    """
+
+    INTERVAL = 0.05
+
+    def __init__(self, root: int) -> None:
+        self.root = root
+        self.peak_bytes = 0
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._sample, name="rss-sampler", daemon=True)
+        self._thread.start()
+
+    def _sample(self) -> None:
+        while not self._done.wait(self.INTERVAL):
+            tree = _tree(_processes(), self.root)[1:]  # not GNU time itself
+            self.peak_bytes = max(self.peak_bytes, sum(proc.rss_bytes for proc in tree))
+
+    def stop(self) -> float:
+        """Stop sampling; the peak in MB."""
+        self._done.set()
+        self._thread.join()
+        return self.peak_bytes / MB
 
 
 def machine_busy_seconds() -> float:
@@ -201,11 +275,17 @@ def _service(
 
 @contextlib.contextmanager
 def prefect_server(
-    home: Path, env: dict[str, str], log: Path, executable: str
+    home: Path,
+    env: dict[str, str],
+    log: Path,
+    executable: str,
+    settings: dict[str, str] | None = None,
 ) -> Iterator[Service]:
-    """One `prefect server start` on 127.0.0.1 with its own PREFECT_HOME, for every flow run."""
+    """One `prefect server start` on 127.0.0.1 with its own PREFECT_HOME, for every flow run,
+    with `settings` (PREFECT_SERVER_SETTINGS unless given) in its environment."""
     port = free_port()
-    server_env = env | {"PREFECT_HOME": str(home)}
+    chosen = PREFECT_SERVER_SETTINGS if settings is None else settings
+    server_env = env | chosen | {"PREFECT_HOME": str(home)}
     server_env.pop("PREFECT_API_URL", None)
     command = [executable, "server", "start"]
     command += ["--host", "127.0.0.1", "--port", str(port), "--analytics-off", "--no-ui"]

@@ -1,10 +1,13 @@
 """Profile the pipeline on many small files: where does its CPU go?
 
-    python -m benchmarks.profile_small [--files N] [--concurrency N] [--out DIR]
+    python -m benchmarks.profile_small [--files N] [--concurrency N] [--out DIR] [--server]
 
 Starts a Prefect API and a simulator as the benchmark does, runs `regards-order download`
 under `py-spy record` (on-CPU samples of every thread, native frames off), then sums the
 samples by function (self and inclusive) and by package, and prints milliseconds per file.
+`--server` samples the Prefect API's processes too, for the same run, summed apart.
+Other sizes take the same path: `--files 100 --kib 8192 --concurrency 4` is the benchmark's
+medium workload.
 By default only the thread holding the GIL is sampled: the process is GIL-bound, so that is
 where its time goes (C code that releases the GIL, such as OpenSSL loading certificates, is
 then under-counted; `--all-threads` shows it, with idle pool threads mixed in).
@@ -15,9 +18,13 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import re
+import signal
+import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from benchmarks.bench import child_env, serving
@@ -106,6 +113,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--kib", type=int, default=16)
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--suborder-files", type=int, default=500)
+    parser.add_argument(
+        "--suborder-mb", type=int, default=100, help="suborder size limit, MB (default 100)"
+    )
+    parser.add_argument(
+        "--server", action="store_true", help="also sample the Prefect API during the run"
+    )
     parser.add_argument("--rate", type=int, default=100, help="py-spy samples per second")
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--native", action="store_true", help="also sample C frames")
@@ -129,9 +142,14 @@ def main(argv: list[str] | None = None) -> int:
     env = child_env(work, args.code)
     venv_bin = Path(sys.executable).parent
     spec = OrderSpec(
-        order_id=3, count=args.files, size=args.kib * 1024, suborder_files=args.suborder_files
+        order_id=3,
+        count=args.files,
+        size=args.kib * 1024,
+        suborder_files=args.suborder_files,
+        suborder_bytes=args.suborder_mb * 1_000_000,
     )
     raw = args.out / "small.raw.txt"
+    server_raw = args.out / "server.raw.txt"
     try:
         prefect = str(venv_bin / "prefect")
         with (
@@ -147,7 +165,8 @@ def main(argv: list[str] | None = None) -> int:
             command += ["--host", simulator.url, "--project", PROJECT, "--username", USER]
             command += ["--target", str(work / "target"), "--concurrency", str(args.concurrency)]
             run_env = env | {"REGARDS_PASSWORD": PASSWORD, "PREFECT_API_URL": api.url}
-            done = run_measured(command, env=run_env, log_dir=args.out / "logs")
+            with _sampling(args.server, api.pid, server_raw, args.rate, venv_bin):
+                done = run_measured(command, env=run_env, log_dir=args.out / "logs")
             if done.returncode != 0:
                 print(done.stderr[-3000:], file=sys.stderr)
                 return 1
@@ -155,7 +174,34 @@ def main(argv: list[str] | None = None) -> int:
         clean(work)
     print(f"profiled run: {done.wall_s:.1f} s wall; raw stacks in {raw}\n")
     print(summarise(raw, args.files, args.rate, args.top))
+    if args.server:
+        print(f"\nthe Prefect API during that run (raw stacks in {server_raw}):\n")
+        print(summarise(server_raw, args.files, args.rate, args.top))
     return 0
+
+
+@contextlib.contextmanager
+def _sampling(wanted: bool, pid: int, raw: Path, rate: int, venv_bin: Path) -> Iterator[None]:
+    """`py-spy record` of process `pid` and its children while the block runs (if `wanted`);
+    py-spy writes its samples when it gets SIGINT."""
+    if not wanted:
+        yield
+        return
+    command = [str(venv_bin / "py-spy"), "record", "--pid", str(pid), "--subprocesses"]
+    command += ["--format", "raw", "--output", str(raw), "--rate", str(rate)]
+    # Only the thread holding the GIL: the server's database threads wait in Queue.get, which
+    # py-spy counts as running (SQLite's own work, done without the GIL, is then missed).
+    command += ["--gil"]
+    sampler = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        yield
+    finally:
+        sampler.send_signal(signal.SIGINT)
+        try:
+            sampler.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            sampler.kill()
+            sampler.wait()
 
 
 if __name__ == "__main__":

@@ -7,17 +7,24 @@ verified: the pipeline's report says so, curl's MD5 matches, aria2c exits 0 afte
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import resource
 import shutil
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from benchmarks.prefect_api import (
+    DEADLINE_SECONDS,
+    TaskRunCount,
+    count_in_home,
+    wait_for_task_runs,
+)
 from benchmarks.procs import (
     Measured,
     Service,
@@ -34,6 +41,16 @@ USER = "bench@example.org"
 PASSWORD = "bench-password"  # noqa: S105 - the simulator's throw-away account
 TOKEN = "bench-long-lived-token"  # noqa: S105
 MIB = 1024 * 1024
+
+#: Requests for the order the CLI makes before the flow starts (its check that the order is
+#: the user's and still there); every later one is a poll-order task run, each followed by a
+#: list-available-files task run.
+PREFLIGHT_ORDER_REQUESTS = 1
+
+#: Seconds the CLI waits for its temporary server to start. Prefect's default, 20 s, is less
+#: than creating the database of an empty PREFECT_HOME takes on a busy 2-core machine (22 s
+#: measured: a newcomer's first run then fails); the benchmark measures how long it takes.
+EMBEDDED_STARTUP_TIMEOUT = "120"
 
 
 @dataclass(frozen=True)
@@ -117,6 +134,11 @@ class Run:
     window_s: float | None = None
     #: For baselines that time themselves (the s3fs upload): the timed part alone.
     inner_s: float | None = None
+    #: Pipeline runs: the task runs the Prefect server recorded of the run's flow run.
+    task_runs: dict[str, Any] | None = None
+    #: Peak of the resident sets of the command's processes added up (sampled), where the
+    #: command starts a server of its own: GNU time's peak is its largest single process.
+    tree_rss_mb: float | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     def as_json(self) -> dict[str, Any]:
@@ -128,7 +150,7 @@ class Run:
 class Load:
     """Where the machine's CPU went while one command ran."""
 
-    api_cpu_s: float
+    api_cpu_s: float | None  # None when the command ran without the benchmark's API
     simulator_cpu_s: float
     other_cpu_s: float
     window_s: float  # the run and the quiet moment after it, over which the above are counted
@@ -154,6 +176,23 @@ def _record(tool: str, rep: int, measured: Measured, load: Load, error: str) -> 
         other_cpu_s=load.other_cpu_s,
         window_s=load.window_s,
     )
+
+
+def flow_run_name(spec: OrderSpec) -> str:
+    """The name the download flow gives its run (`flow_run_name` of download_order)."""
+    return f"download-order-{spec.order_id}"
+
+
+def _expected_task_runs(simulator: Simulator, spec: OrderSpec) -> int:
+    """Task runs a successful run leaves Completed: one transfer per file (its retries are
+    attempts of the same task run), and a poll and a listing at each look at the order, as
+    the simulator counted its order requests."""
+    return spec.count + 2 * _looks(simulator)
+
+
+def _looks(simulator: Simulator) -> int:
+    """How many times the pipeline looked at the order (polled it, then listed its files)."""
+    return int(simulator.stats()["requests"]["order"]) - PREFLIGHT_ORDER_REQUESTS
 
 
 def _tail(text: str, lines: int = 6) -> str:
@@ -182,6 +221,8 @@ class Harness:
         self.api = api
         self.venv_bin = venv_bin
         self.logs = work / "logs"
+        #: Longest wait for the Prefect server to have recorded a run's task runs.
+        self.task_run_deadline = DEADLINE_SECONDS
 
     def _log_dir(self, label: str) -> Path:
         return self.logs / label
@@ -192,10 +233,19 @@ class Harness:
         command: Sequence[str],
         env: dict[str, str] | None = None,
         stdin: Path | None = None,
+        *,
+        settle: Callable[[Measured], None] | None = None,
+        uses_api: bool = True,
+        sample_tree_rss: bool = False,
     ) -> tuple[Measured, Load]:
         """Run one command between two quiet moments of the Prefect API, and account for the
         CPU of the whole machine meanwhile: the command's, the API's, this process's (the
-        simulator) and everyone else's."""
+        simulator) and everyone else's.
+
+        `settle` is called once the command has ended, inside the window: what the API does
+        for the run after its exit (the recorder's last flush) is the run's cost.
+        `uses_api`: False for a command that runs without the benchmark's Prefect API.
+        """
         # Whatever the Prefect server still digests from an earlier run must not slow this one.
         wait_quiet(self.api.pid)
         window_start = time.perf_counter()
@@ -205,8 +255,14 @@ class Harness:
             _own_cpu_seconds(),
         )
         measured = run_measured(
-            command, env=env or self.env, log_dir=self._log_dir(label), stdin=stdin
+            command,
+            env=env or self.env,
+            log_dir=self._log_dir(label),
+            stdin=stdin,
+            sample_tree_rss=sample_tree_rss,
         )
+        if settle is not None:
+            settle(measured)
         wait_quiet(self.api.pid)  # the API's share includes what it digests after the exit
         api = tree_cpu_seconds(self.api.pid) - api_before
         own = _own_cpu_seconds() - own_before
@@ -214,7 +270,10 @@ class Harness:
         other = max(0.0, busy - measured.cpu_s - api - own)
         window = time.perf_counter() - window_start
         return measured, Load(
-            api_cpu_s=api, simulator_cpu_s=own, other_cpu_s=other, window_s=window
+            api_cpu_s=api if uses_api else None,
+            simulator_cpu_s=own,
+            other_cpu_s=other + (0.0 if uses_api else api),
+            window_s=window,
         )
 
     # -- the pipeline ---------------------------------------------------------------------
@@ -233,27 +292,64 @@ class Harness:
         extra_env: dict[str, str] | None = None,
         tool: str = "pipeline",
     ) -> Run:
-        """`regards-order download` as a user runs it, against the benchmark's Prefect API."""
+        """`regards-order download` as a user runs it, against the benchmark's Prefect API;
+        then the server must have recorded every task run of it Completed."""
+        env = self.env | {"REGARDS_PASSWORD": PASSWORD, "PREFECT_API_URL": self.api.url}
+        env |= extra_env or {}
+        started = dt.datetime.now(dt.UTC)
+        counted: list[TaskRunCount] = []  # filled once the command has ended
+
+        def count_task_runs(measured: Measured) -> None:
+            if measured.returncode == 0:
+                expected = _expected_task_runs(simulator, spec)
+                name, deadline = flow_run_name(spec), self.task_run_deadline
+                counted.append(wait_for_task_runs(self.api.url, name, started, expected, deadline))
+
+        command = self._download_command(simulator, spec, target, concurrency, extra_args)
+        measured, load = self._run(label, command, env, settle=count_task_runs)
+        run = _pipeline_run(tool, rep, measured, load, spec, local, next(iter(counted), None))
+        return _note_looks(run, simulator)
+
+    def pipeline_embedded(
+        self,
+        simulator: Simulator,
+        spec: OrderSpec,
+        target: Path,
+        *,
+        home: Path,
+        label: str,
+        rep: int,
+        tool: str,
+    ) -> Run:
+        """`regards-order download` as a newcomer runs it: no PREFECT_API_URL, so the CLI
+        starts Prefect's temporary server (a child process it waits for: GNU time counts its
+        CPU) with `home` as PREFECT_HOME; then that server's database, left in `home`, must
+        hold every task run of it Completed."""
+        env = self.env | {"REGARDS_PASSWORD": PASSWORD, "PREFECT_HOME": str(home)}
+        env |= {"PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": EMBEDDED_STARTUP_TIMEOUT}
+        env.pop("PREFECT_API_URL", None)
+        command = self._download_command(simulator, spec, str(target), 1, ())
+        measured, load = self._run(label, command, env, uses_api=False, sample_tree_rss=True)
+        counted = None
+        if measured.returncode == 0:
+            expected = _expected_task_runs(simulator, spec)
+            counted = count_in_home(home, flow_run_name(spec), expected)
+        run = _pipeline_run(tool, rep, measured, load, spec, target, counted)
+        run.tree_rss_mb = measured.tree_rss_mb
+        return _note_looks(run, simulator)
+
+    def _download_command(
+        self,
+        simulator: Simulator,
+        spec: OrderSpec,
+        target: str,
+        concurrency: int,
+        extra_args: Sequence[str],
+    ) -> list[str]:
         command = [str(self.venv_bin / "regards-order"), "download", str(spec.order_id)]
         command += ["--host", simulator.url, "--project", PROJECT, "--username", USER]
         command += ["--target", target, "--concurrency", str(concurrency), "--json"]
-        command += list(extra_args)
-        env = self.env | {"REGARDS_PASSWORD": PASSWORD, "PREFECT_API_URL": self.api.url}
-        env |= extra_env or {}
-        measured, load = self._run(label, command, env)
-        error = ""
-        if measured.returncode != 0:
-            error = f"exit {measured.returncode}: {_tail(measured.stderr)}"
-        else:
-            try:
-                counts = json.loads(measured.stdout)["counts"]
-            except (ValueError, KeyError, TypeError):
-                counts = {}
-            if counts.get("downloaded") != spec.count:
-                error = f"report counts {counts}, expected {spec.count} downloaded"
-            elif local is not None and (found := _local_files(local)) != spec.count:
-                error = f"{found} files at the target, expected {spec.count}"
-        return _record(tool, rep, measured, load, error)
+        return command + list(extra_args)
 
     # -- baselines ------------------------------------------------------------------------
 
@@ -338,6 +434,47 @@ class Harness:
         elif dest is not None and (found := _local_files(dest)) != expected:
             error = f"{found} files at the destination, expected {expected}"
         return _record(tool, rep, measured, load, error)
+
+
+def _pipeline_run(
+    tool: str,
+    rep: int,
+    measured: Measured,
+    load: Load,
+    spec: OrderSpec,
+    local: Path | None,
+    counted: TaskRunCount | None,
+) -> Run:
+    """The Run of a pipeline command: ok only if its report, the files at the target and
+    the task runs the Prefect server recorded all say that every file was delivered."""
+    error = ""
+    if measured.returncode != 0:
+        error = f"exit {measured.returncode}: {_tail(measured.stderr)}"
+    else:
+        try:
+            counts = json.loads(measured.stdout)["counts"]
+        except (ValueError, KeyError, TypeError):
+            counts = {}
+        if counts.get("downloaded") != spec.count:
+            error = f"report counts {counts}, expected {spec.count} downloaded"
+        elif local is not None and (found := _local_files(local)) != spec.count:
+            error = f"{found} files at the target, expected {spec.count}"
+        elif counted is not None and counted.short:
+            error = (
+                f"the Prefect server recorded {counted.completed} Completed task runs "
+                f"(of {counted.recorded}), expected {counted.expected}: states were lost"
+            )
+    run = _record(tool, rep, measured, load, error)
+    if counted is not None:
+        run.task_runs = counted.as_json()
+    return run
+
+
+def _note_looks(run: Run, simulator: Simulator) -> Run:
+    """Keep how many looks the run took, and over how many suborders the order came."""
+    (order,) = simulator.stats()["orders"].values()
+    run.extra |= {"looks": _looks(simulator), "suborders": len(order["suborders"])}
+    return run
 
 
 def clean(path: Path) -> None:

@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -61,7 +62,16 @@ def test_benchmark_writes_every_workload_ratio_and_goal(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr[-4000:]
     results = json.loads((out / "latest.json").read_text())
     workloads = results["workloads"]
-    assert set(workloads) == {"startup", "large", "small", "medium", "memory", "s3", "dask"}
+    assert set(workloads) == {
+        "startup",
+        "startup-embedded",
+        "large",
+        "small",
+        "medium",
+        "memory",
+        "s3",
+        "dask",
+    }
 
     for name, baselines in COMPARISONS.items():
         workload = workloads[name]
@@ -85,7 +95,36 @@ def test_benchmark_writes_every_workload_ratio_and_goal(tmp_path: Path) -> None:
     assert isinstance(memory["rss_difference_mb"], float)
     assert workloads["startup"]["tools"]["pipeline"]["runs_ok"] == 1
 
-    assert len(results["goals"]) == 7
+    # Every pipeline run, with or without the benchmark's server, left all of its task runs
+    # Completed on the server it used: one transfer per file, a poll and a listing per look.
+    pipeline_runs = [
+        (part["spec"]["files"], run)
+        for part in _parts(workloads)
+        for run in part["runs"]
+        if run["tool"].startswith(("pipeline", "embedded"))
+    ]
+    assert len(pipeline_runs) == 11
+    for files, run in pipeline_runs:
+        counted, looks = run["task_runs"], run["extra"]["looks"]
+        assert looks >= 1
+        assert counted["completed"] == counted["recorded"] == counted["expected"], run
+        assert counted["expected"] == files + 2 * looks
+    (small_run,) = [r for r in workloads["small"]["runs"] if r["tool"] == "pipeline"]
+    assert small_run["extra"]["suborders"] == 3  # 12 files, 5 per suborder: several looks
+    assert small_run["extra"]["looks"] >= 2
+
+    # Without PREFECT_API_URL, on an empty PREFECT_HOME and on one used before, beside the
+    # running server's start-up.
+    embedded = workloads["startup-embedded"]
+    assert set(embedded["tools"]) == {"embedded, later run", "embedded, first run"}
+    for tool, summary in embedded["tools"].items():
+        assert summary["runs_ok"] == summary["runs"] == 1
+        assert "api_cpu_s" not in summary  # its server is the CLI's child, in its CPU
+        # The CLI and its temporary server together hold more than the larger of the two.
+        assert summary["peak_tree_rss_mb"] > summary["peak_rss_mb"]
+        assert embedded["vs_running_server"][tool]["wall"] > 0
+
+    assert len(results["goals"]) == 11
     for goal in results["goals"]:
         if goal["goal"] == "large_vs_curl_speed_net" and goal["value"] is None:
             # At smoke sizes the large run may take less than the start-up run's median: there
@@ -98,4 +137,12 @@ def test_benchmark_writes_every_workload_ratio_and_goal(tmp_path: Path) -> None:
     assert (out / "latest.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "pipe/tool wall" in (out / "latest.txt").read_text()
     assert "pipe/tool wall" in done.stdout  # the table
+    assert "Completed task runs" in done.stdout
+    assert "without PREFECT_API_URL" in done.stdout
     assert not list(tmp_path.glob("regards-bench-*")), "the scratch folder is removed"
+
+
+def _parts(workloads: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every order the benchmark served: its spec and its runs."""
+    parts = [w for w in workloads.values() if "runs" in w]
+    return parts + [p for p in workloads["memory"].values() if isinstance(p, dict) and "runs" in p]
