@@ -21,27 +21,16 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from regards_order.cli.server import SERVER_SETTINGS
+
 #: Clock ticks per second of /proc/<pid>/stat times, and bytes per page of its sizes.
 _TICKS = os.sysconf("SC_CLK_TCK")
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 MB = 1024.0 * 1024.0
 
-#: The environment of every Prefect server the project starts (the benchmark's here; the
-#: CLI's temporary server and the tests' are to take the same), in Prefect 3.9's names.
-#: Nothing is turned off and no state is lost: the task-run recorder only writes in fewer,
-#: larger transactions, and writes what it still holds when the server stops.
-PREFECT_SERVER_SETTINGS: dict[str, str] = {
-    # The recorder turns the clients' task-run events into task-run states. By default it
-    # commits each event in a transaction of its own; in batches of up to 200 the server's CPU
-    # per file of an order of small files fell to under a third. The interval bounds how long
-    # a state waits when fewer than 200 come: Prefect truncates it to whole seconds, and 0
-    # would make its flush loop spin.
-    "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_BATCH_SIZE": "200",
-    "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_FLUSH_INTERVAL": "1",
-    # Left at Prefect's defaults: the event persister already writes in batches (20 events,
-    # or every 5 s), and larger ones (200, every 1 s) measured no different; the triggers
-    # service costs about a tenth of the server's CPU but runs the automations a user may set.
-}
+#: The environment of every Prefect server the project starts: the same as the command
+#: line's temporary server and the tests' (the task-run recorder writes in batches).
+PREFECT_SERVER_SETTINGS: dict[str, str] = dict(SERVER_SETTINGS)
 
 
 @dataclass(frozen=True)
