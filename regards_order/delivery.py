@@ -8,7 +8,7 @@ twice is transferred once. The durable record is written from these states.
 from __future__ import annotations
 
 import contextlib
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
@@ -16,6 +16,7 @@ from regards_order.client import RegardsClient
 from regards_order.errors import InvalidFileRecord, RegardsOrderError
 from regards_order.models import OrderFile
 from regards_order.paths import choose_name
+from regards_order.progress import WATCH
 from regards_order.record import DeliveryRecord, FileState, Origin, Phase
 from regards_order.report import FileOutcome, Outcome
 from regards_order.stopping import check_stop
@@ -64,8 +65,9 @@ def fetch_file(
         )
     with client.open_file(file) as download:
         expected_size = file.size if file.size is not None else download.size
+        chunks = WATCH.counted(file.key, transfer.name, expected_size, download.chunks())
         written = write_verified(
-            target, path, download.chunks(), md5=file.checksum, size=expected_size, owner=owner
+            target, path, chunks, md5=file.checksum, size=expected_size, owner=owner
         )
     return FileOutcome.for_file(
         file,
@@ -94,7 +96,9 @@ class Delivery:
         self._taken: set[str] = set()  # names given, for clashes
         self._queue: deque[FileState] = deque()
         self._in_flight = 0
-        self._settled = 0
+        self._ended: Counter[Outcome] = Counter()  # this run's outcomes so far
+        self._bytes_known = 0
+        self._bytes_done = 0
         self._changed = False
         # Every file an earlier run saw is checked again: skipped if verified, fetched if not.
         for state in record.load().values():
@@ -104,6 +108,7 @@ class Delivery:
 
     def _add(self, state: FileState) -> None:
         self._states[state.file.key] = state
+        self._bytes_known += state.file.size or 0
         self._taken.add(state.name)
         self._queue.append(state)
         self._changed = True
@@ -140,8 +145,8 @@ class Delivery:
         return len(due)
 
     def _requeue(self, state: FileState, origin: Origin) -> None:
+        self._count(state, -1)
         state.phase, state.retry_at, state.origin = Phase.QUEUED, None, origin
-        self._settled -= 1
         self._queue.append(state)
 
     # -- transfers --------------------------------------------------------------------------
@@ -163,14 +168,21 @@ class Delivery:
             return
         state.phase = Phase.SETTLED
         self._in_flight -= 1
-        self._settled += 1
         state.outcome, state.error = outcome.outcome, outcome.error
         state.attempts = outcome.attempts
         if outcome.outcome is not Outcome.FAILED:
             state.md5, state.size = outcome.md5, outcome.size
         failed_may_pass = outcome.outcome is Outcome.FAILED and outcome.retryable
         state.retry_at = retry_at if failed_may_pass else None
+        self._count(state, +1)
         self._changed = True
+
+    def _count(self, state: FileState, sign: int) -> None:
+        """Count a file's outcome in this run (sign +1), or take it back (-1: queued again)."""
+        assert state.outcome is not None
+        self._ended[state.outcome] += sign
+        if state.outcome is not Outcome.FAILED:
+            self._bytes_done += sign * (state.size or state.file.size or 0)
 
     # -- what it amounts to -----------------------------------------------------------------
 
@@ -201,7 +213,13 @@ class Delivery:
     @property
     def settled(self) -> int:
         """Files whose outcome this run knows."""
-        return self._settled
+        return sum(self._ended.values())
+
+    def totals(self) -> tuple[int, int, int, int, int]:
+        """Files known, verified and failed in this run; bytes known and verified."""
+        failed = self._ended[Outcome.FAILED]
+        done = self.settled - failed
+        return self.known, done, failed, self._bytes_known, self._bytes_done
 
     def undelivered(self) -> int:
         """Files not (or not yet) verified at the target by this run."""

@@ -19,6 +19,7 @@ from regards_order.delivery import Delivery, Transfer
 from regards_order.errors import AccessDenied, NotFound, RegardsOrderError
 from regards_order.models import Order, OrderFile, OrderStatus
 from regards_order.polling import Backoff
+from regards_order.progress import WATCH
 from regards_order.report import EndReason, FileOutcome, OrderReport, Outcome, files
 from regards_order.settings import DownloadOptions
 from regards_order.stopping import stop_requested
@@ -111,6 +112,8 @@ class OrderRun:
                 self.delivery.retry_due(now)
         self._looked_idle = idle_before and self.delivery.idle
         self.next_look = now + (self.pace.reset() if new else self.pace.next())
+        WATCH.order_seen(order)
+        WATCH.files(*self.delivery.totals())
         self._note(order, new)
         self._decide()
         return new
@@ -138,6 +141,7 @@ class OrderRun:
         now = self._clock()
         retry_at = now + self.options.max_poll_interval if not self._stopped() else None
         self.delivery.settle(outcome, retry_at=retry_at)
+        WATCH.files(*self.delivery.totals())
         self._say(outcome)
         if self.delivery.idle:
             # Look now: the server may release the next suborder, and a final order ends there.

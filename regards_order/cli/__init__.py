@@ -52,9 +52,14 @@ def cli() -> None:
     show_envvar=True,
     help="Print the report as JSON on stdout (every run that reached the server).",
 )
-def download_command(order_id: int, target: str | None, as_json: bool, **values: Any) -> None:
+@click.option(
+    "--quiet", "-q", is_flag=True, help="Show nothing while it runs: errors and the final line."
+)
+def download_command(
+    order_id: int, target: str | None, as_json: bool, quiet: bool, **values: Any
+) -> None:
     """Download every file of ORDER_ID to --target, verified."""
-    raise SystemExit(download(order_id, target, values, as_json))
+    raise SystemExit(download(order_id, target, values, as_json, quiet))
 
 
 @cli.command()

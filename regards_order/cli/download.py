@@ -24,6 +24,7 @@ import click
 from pydantic import SecretStr, ValidationError
 
 from regards_order.cli import options as cli_options
+from regards_order.cli.display import mode_for, showing
 from regards_order.cli.server import ServerUnavailable, TemporaryServer
 from regards_order.client import shared_client
 from regards_order.delivery import Delivery
@@ -103,7 +104,9 @@ def open_checked_target(url: str | None, options: DownloadOptions) -> Target:
     return destination
 
 
-def download(order_id: int, target: str | None, values: dict[str, Any], as_json: bool) -> int:
+def download(
+    order_id: int, target: str | None, values: dict[str, Any], as_json: bool, quiet: bool = False
+) -> int:
     """The whole command; returns its exit code."""
     connection = connection_from(values)
     options = download_options_from(values)
@@ -115,7 +118,7 @@ def download(order_id: int, target: str | None, values: dict[str, Any], as_json:
         refused = preflight(order_id, destination, connection, options)
         if refused is not None:
             return emit(refused, as_json)
-        return run_flow(order_id, target, connection, options, as_json, server)
+        return run_flow(order_id, target, connection, options, as_json, server, quiet=quiet)
     finally:
         if server is not None:
             server.stop()
@@ -165,8 +168,10 @@ def run_flow(
     options: DownloadOptions,
     as_json: bool,
     server: TemporaryServer | None,
+    *,
+    quiet: bool = False,
 ) -> int:
-    """Run the download-order flow and report how it ended."""
+    """Run the download-order flow, showing how it goes, and report how it ended."""
     stopped_by = _stop_on_signals()
     try:
         if server is not None:
@@ -181,7 +186,8 @@ def run_flow(
             options=options,
             return_state=True,
         )
-        state: Any = _in_worker_thread(run)  # type: ignore[arg-type]
+        with showing(order_id, mode_for(quiet)):
+            state: Any = _in_worker_thread(run)  # type: ignore[arg-type]
         result = state.result(raise_on_failure=False)
     except ServerUnavailable as error:
         result = error
