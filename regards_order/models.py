@@ -161,13 +161,11 @@ class OrderPage(BaseModel):
 
 def parse_order_page(body: object, *, requested_page: int) -> OrderPage:
     """An `OrderPage` from `GET /rs-order/user/orders` (a Spring page of wrapped orders)."""
-    _, items, metadata = _spring_page(body, "order listing")
+    document, items, metadata = _spring_page(body, "order listing")
     orders = tuple(parse_order(item) for item in items)
-    try:
-        total_pages = _opt_int(metadata.get("totalPages"))
-    except ValueError as error:
-        raise MalformedResponse(f"the order listing's metadata is invalid: {error}") from None
-    has_next = total_pages is not None and requested_page + 1 < total_pages
+    total_pages, _ = _page_numbers(metadata, requested_page, "order listing")
+    # Without metadata, a `next` link says whether a page follows (as for the file listing).
+    has_next = _has_next(document, requested_page, total_pages)
     return OrderPage(orders=orders, has_next=bool(orders) and has_next)
 
 
@@ -509,11 +507,13 @@ def parse_product_page(body: object, *, requested_page: int) -> ProductPage:
     """A `ProductPage` from the legacy search engine's answer (a faceted Spring page)."""
     document, items, metadata = _spring_page(body, "catalogue search")
     products = tuple(parse_product(item) for item in items)
-    number, total_pages, total = _page_numbers(metadata, "catalogue search")
-    number = requested_page if number is None else number
-    has_next = _has_next(document, number, total_pages)
+    total_pages, total = _page_numbers(metadata, requested_page, "catalogue search")
+    has_next = _has_next(document, requested_page, total_pages)
     return ProductPage(
-        products=products, number=number, total_elements=total, has_next=bool(products) and has_next
+        products=products,
+        number=requested_page,
+        total_elements=total,
+        has_next=bool(products) and has_next,
     )
 
 
@@ -600,9 +600,8 @@ def parse_server_file_page(body: object, *, requested_page: int) -> ServerFilePa
     """A `ServerFilePage` from `/rs-order/orders/{id}/dataset/{task}/files`."""
     document, items, metadata = _spring_page(body, "order file listing")
     files = tuple(parse_server_file(item) for item in items)
-    number, total_pages, _ = _page_numbers(metadata, "order file listing")
-    number = requested_page if number is None else number
-    has_next = _has_next(document, number, total_pages)
+    total_pages, _ = _page_numbers(metadata, requested_page, "order file listing")
+    has_next = _has_next(document, requested_page, total_pages)
     return ServerFilePage(files=files, has_next=bool(files) and has_next)
 
 
@@ -620,23 +619,30 @@ def _list(value: object) -> list[Any]:
 
 
 def _page_numbers(
-    metadata: Mapping[str, Any], what: str
-) -> tuple[int | None, int | None, int | None]:
-    """A Spring page's number, total pages and total elements (None where absent)."""
+    metadata: Mapping[str, Any], requested_page: int, what: str
+) -> tuple[int | None, int | None]:
+    """A Spring page's total pages and total elements (None where absent).
+
+    A page that says it is another page than the one asked for is refused: a server that
+    ignores `page` would otherwise be walked for ever.
+    """
     try:
-        return (
-            _opt_int(metadata.get("number")),
-            _opt_int(metadata.get("totalPages")),
-            _opt_int(metadata.get("totalElements")),
-        )
+        number = _opt_int(metadata.get("number"))
+        total_pages = _opt_int(metadata.get("totalPages"))
+        total = _opt_int(metadata.get("totalElements"))
     except ValueError as error:
         raise MalformedResponse(f"the {what}'s metadata is invalid: {error}") from None
+    if number is not None and number != requested_page:
+        raise MalformedResponse(
+            f"the {what} answered page {number} when page {requested_page} was asked for"
+        )
+    return total_pages, total
 
 
-def _has_next(document: Mapping[str, Any], number: int, total_pages: int | None) -> bool:
+def _has_next(document: Mapping[str, Any], page: int, total_pages: int | None) -> bool:
     """Whether a page follows: from the metadata, else from a `next` link."""
     if total_pages is not None:
-        return number + 1 < total_pages
+        return page + 1 < total_pages
     links = document.get("links")
     return isinstance(links, list) and any(
         isinstance(link, Mapping) and link.get("rel") == "next" for link in links

@@ -18,6 +18,7 @@ from regards_order.models import (
     parse_basket,
     parse_file,
     parse_order,
+    parse_order_page,
     parse_page,
     parse_product,
     parse_product_page,
@@ -298,6 +299,8 @@ def test_a_product_page_pages_by_metadata_or_links() -> None:
     assert (len(page.products), page.number, page.total_elements, page.has_next) == (1, 1, 3, True)
     body["metadata"] = {"size": 1, "totalElements": 3, "totalPages": 3, "number": 2}
     assert parse_product_page(body, requested_page=2).has_next is False
+    with pytest.raises(MalformedResponse, match="answered page 2 when page 0"):
+        parse_product_page(body, requested_page=0)
     linked = {"content": [FEATURE], "links": [{"rel": "next", "href": "x"}]}
     assert parse_product_page(linked, requested_page=0).has_next is True
     empty = {"content": [], "metadata": {"totalPages": 9}}
@@ -426,6 +429,23 @@ def test_an_order_with_dataset_tasks_and_its_creation_date() -> None:
     assert parse_order({"id": 1, "status": "DONE"}).dataset_task_ids == ()
     with pytest.raises(MalformedResponse):
         parse_order(content | {"datasetTasks": [{"datasetLabel": "no id"}]})
+
+
+def test_the_order_listing_pages_by_metadata_or_links() -> None:
+    order = {"content": {"id": 3, "status": "DONE"}, "links": []}
+    paged = {"content": [order], "metadata": {"totalPages": 2, "number": 0}, "links": []}
+    assert parse_order_page(paged, requested_page=0).has_next is True
+    # A server that ignores `page` would be walked for ever.
+    with pytest.raises(MalformedResponse, match="answered page 0 when page 1 was asked for"):
+        parse_order_page(paged, requested_page=1)
+    paged["metadata"] = {"totalPages": 2, "number": 1}
+    assert parse_order_page(paged, requested_page=1).has_next is False
+    linked = {"content": [order], "links": [{"rel": "next", "href": "x"}]}
+    assert parse_order_page(linked, requested_page=0).has_next is True
+    assert parse_order_page({"content": [order]}, requested_page=0).has_next is False
+    assert (
+        parse_order_page({"content": [], "links": linked["links"]}, requested_page=0).orders == ()
+    )
 
 
 _catalogue_json = st.recursive(
