@@ -1,4 +1,6 @@
-"""The REGARDS HTTP client: log in, read an order, list its available files, stream a file.
+"""The REGARDS HTTP client: log in, read an order, list its available files, stream a file;
+search the catalogue, read and empty the basket, auto-order, read the download quota, list
+every file of an order.
 
 This module is the only one that speaks HTTP to REGARDS. It knows nothing of files on disk.
 One client serves every thread of a process (`shared_client`): httpx pools the connections.
@@ -15,7 +17,7 @@ import ssl
 import threading
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -27,7 +29,10 @@ from regards_order.errors import (
     STATUS_ERRORS,
     AuthenticationError,
     ConfigurationError,
+    EndpointAbsent,
+    InvalidQuery,
     MalformedResponse,
+    OrderRefused,
     RegardsOrderError,
     ServerError,
     TransportError,
@@ -35,12 +40,25 @@ from regards_order.errors import (
     parse_retry_after,
 )
 from regards_order.models import (
+    Basket,
+    DataType,
     FilePage,
     Order,
     OrderFile,
+    OrderGrant,
+    Product,
+    ProductPage,
+    Quota,
+    ServerFile,
+    ServerFilePage,
+    parse_apply_answer,
+    parse_basket,
     parse_order,
     parse_order_page,
     parse_page,
+    parse_product_page,
+    parse_quota,
+    parse_server_file_page,
     printable,
 )
 from regards_order.settings import Connection
@@ -219,6 +237,130 @@ class RegardsClient:
                 return
             page += 1
 
+    def order_files_page(
+        self, order_id: int, dataset_task_id: int, page: int, size: int
+    ) -> ServerFilePage:
+        """One page of every file of one dataset task of the order, in any state.
+
+        EndpointAbsent (a NotFound) on 404: older servers do not have this endpoint; then only
+        the available list and the delivery record know the order's files.
+        """
+        what = f"the files of dataset task {dataset_task_id} of order {order_id}"
+        response = self._send(
+            "GET",
+            f"{self.connection.api_url}/rs-order/orders/{order_id}/dataset/{dataset_task_id}/files",
+            what=what,
+            params={"page": page, "size": size},
+        )
+        if response.status_code == 404:
+            raise EndpointAbsent(
+                f"{what}: HTTP 404: this server does not list every file of an order"
+            )
+        _raise_for_status(response, what, ok=(200,))
+        return parse_server_file_page(_json(response, what), requested_page=page)
+
+    def iter_order_files(
+        self, order_id: int, dataset_task_id: int, page_size: int = 500
+    ) -> Iterator[ServerFile]:
+        """Every file of one dataset task of the order, page after page (this list does not
+        shrink). EndpointAbsent from the first page where the server lacks the endpoint."""
+        page = 0
+        while True:
+            current = self.order_files_page(order_id, dataset_task_id, page, page_size)
+            yield from current.files
+            if not current.has_next:
+                return
+            page += 1
+
+    # -- ordering from the catalogue ------------------------------------------------------
+
+    def search(self, query: str, page: int, size: int) -> ProductPage:
+        """One page of the catalogue products `query` (Lucene) finds; InvalidQuery on 400."""
+        what = f"the catalogue search {query!r}"
+        response = self._send(
+            "GET",
+            f"{self.connection.api_url}/rs-catalog/engines/legacy/dataobjects/search",
+            what=what,
+            params={"q": query, "page": page, "size": size},
+        )
+        if response.status_code == 400:
+            detail = _server_message(response)
+            raise InvalidQuery(
+                f"{what}: the server refused the query" + (f": {detail}" if detail else "")
+            )
+        _raise_for_status(response, what, ok=(200,))
+        return parse_product_page(_json(response, what), requested_page=page)
+
+    def iter_products(self, query: str, page_size: int = 500) -> Iterator[Product]:
+        """Every product `query` finds, page after page (the server's order is stable: it
+        sorts by URN when asked for no other order)."""
+        page = 0
+        while True:
+            current = self.search(query, page, page_size)
+            yield from current.products
+            if not current.has_next:
+                return
+            page += 1
+
+    def basket(self) -> Basket | None:
+        """The user's basket, or None when the user has none (204)."""
+        what = "the user's basket"
+        response = self._send("GET", f"{self.connection.api_url}/rs-order/order/basket", what=what)
+        _raise_for_status(response, what, ok=(200, 204))
+        if response.status_code == 204 or not response.content.strip():
+            return None
+        return parse_basket(_json(response, what))
+
+    def empty_basket(self) -> None:
+        """Remove everything from the user's basket (nothing happens when there is none)."""
+        what = "emptying the user's basket"
+        response = self._send(
+            "DELETE", f"{self.connection.api_url}/rs-order/order/basket", what=what
+        )
+        _raise_for_status(response, what, ok=(200, 204))
+
+    def apply(
+        self,
+        queries: Iterable[str],
+        data_types: Iterable[DataType],
+        filename_regexp: str | None,
+        correlation_id: str,
+    ) -> OrderGrant:
+        """Auto-order: order what `queries` find, of `data_types`, named as `filename_regexp`
+        says (whole names), and everything already in the user's basket.
+
+        OrderRefused on 422. Never call it again after an error without checking the user's
+        orders first: the server may have created the order and lost only its answer.
+        """
+        what = "the auto-order"
+        filters: dict[str, object] = {"dataTypes": sorted({t.value for t in data_types})}
+        if filename_regexp:
+            filters["filenameRegExp"] = filename_regexp
+        body = {"queries": list(queries), "filters": filters, "correlationId": correlation_id}
+        response = self._send(
+            "POST", f"{self.connection.api_url}/rs-order/user/orders/apply", what=what, json=body
+        )
+        if response.status_code == 422:
+            raise _refusal(response, what)
+        _raise_for_status(response, what, ok=(200, 201))
+        answer = parse_apply_answer(_json(response, what))
+        if answer.status is not None and answer.status.upper() != "GRANTED":
+            raise _refusal(response, what)
+        if answer.order_id is None:
+            raise MalformedResponse(f"{what}: the server granted it but gave no order id")
+        return OrderGrant(order_id=answer.order_id, correlation_id=answer.correlation_id)
+
+    def quota(self) -> Quota | None:
+        """The user's download quota, or None where the server does not tell (404, 403)."""
+        what = "the user's download quota"
+        response = self._send(
+            "GET", f"{self.connection.api_url}/rs-storage/quota/current", what=what
+        )
+        if response.status_code in (403, 404):
+            return None
+        _raise_for_status(response, what, ok=(200,))
+        return parse_quota(_json(response, what))
+
     # -- files ----------------------------------------------------------------------------
 
     def download_url(self, file: OrderFile) -> tuple[str, bool]:
@@ -294,6 +436,31 @@ def _raise_for_status(
     detail = _server_message(response)
     message = f"{what}: HTTP {status} {_meaning(status)}" + (f" ({detail})" if detail else "")
     raise error_class(message, retry_after=parse_retry_after(response.headers.get("Retry-After")))
+
+
+def _refusal(response: httpx.Response, what: str) -> OrderRefused:
+    """The error of a refused auto-order: the server's status, error type and message."""
+    try:
+        body = json.loads(response.content)
+        answer = parse_apply_answer(body)
+    except (ValueError, MalformedResponse):
+        body, answer = None, None
+    if answer is None or answer.status is None:
+        # Bean validation answers a list of messages and no status.
+        messages = body.get("messages") if isinstance(body, dict) else None
+        if isinstance(messages, list) and messages:
+            detail = "; ".join(" ".join(str(m).split()) for m in messages)[:300]
+        else:
+            detail = _server_message(response) or f"HTTP {response.status_code}"
+        return OrderRefused(f"{what}: the server found the request invalid: {printable(detail)}")
+    message = printable(" ".join((answer.message or "").split()))
+    kind = f"{answer.status} {answer.error_type}" if answer.error_type else answer.status
+    return OrderRefused(
+        f"{what}: {kind}" + (f": {message}" if message else ""),
+        status=answer.status,
+        error_type=answer.error_type,
+        server_message=answer.message,
+    )
 
 
 def _meaning(status: int) -> str:

@@ -176,3 +176,63 @@ def parse_retry_after(value: str | None, *, now: float | None = None) -> float |
         return None
     current = time.time() if now is None else now
     return max(0.0, when.timestamp() - current)
+
+
+# -- ordering from the catalogue ------------------------------------------------------------
+# Not mapped in STATUS_ERRORS: a 400 is a ServerError (retried) for every other call, and a
+# 422 a FileInError; the calls that give these answers a meaning of their own raise these.
+
+
+class InvalidQuery(RegardsOrderError):
+    """400 from the catalogue: the search query is malformed (the server's message says how)."""
+
+
+class OrderRefused(RegardsOrderError):
+    """422 from an auto-order: refused, with the server's status and error type.
+
+    Never retried: a refused auto-order leaves its queries in the user's basket, and an
+    auto-order orders the whole basket.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: str | None = None,
+        error_type: str | None = None,
+        server_message: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message, retry_after=retry_after)
+        #: DENIED or FAILED; None when the server refused the request as invalid (its bean
+        #: validation answers messages only).
+        self.status = status
+        #: INVALID_CONTENT, FORBIDDEN, ORDER_LIMIT_REACHED, EMPTY_ORDER or INTERNAL_ERROR.
+        self.error_type = error_type
+        #: The server's own words.
+        self.server_message = server_message
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.message,), dict(self.__dict__))
+
+
+class EndpointAbsent(NotFound):
+    """404 from an endpoint that older servers do not have: do without it."""
+
+
+class AmbiguousOrder(RegardsOrderError):
+    """More than one of the user's orders may be the one an unanswered auto-order created."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        candidates: tuple[int, ...] = (),
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message, retry_after=retry_after)
+        #: The ids of the orders that fit.
+        self.candidates = candidates
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (type(self), (self.message,), dict(self.__dict__))
