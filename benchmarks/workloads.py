@@ -33,6 +33,7 @@ from benchmarks.procs import (
     tree_cpu_seconds,
     wait_quiet,
 )
+from regards_order.paths import MANIFEST_NAME
 from regards_order.simulator import Scenario, Simulator
 from regards_order.simulator.content import content_md5
 
@@ -200,7 +201,8 @@ def _tail(text: str, lines: int = 6) -> str:
 
 
 def _local_files(folder: Path) -> int:
-    """Files delivered under `folder`, not counting the pipeline's own record folder."""
+    """Files delivered under `folder`, not counting the pipeline's own record folder and
+    checksum manifest."""
     if not folder.exists():
         return 0
     return sum(
@@ -209,6 +211,7 @@ def _local_files(folder: Path) -> int:
         if path.is_file()
         and ".regards-order" not in path.parts
         and not path.name.endswith(".aria2")
+        and path.relative_to(folder).as_posix() != MANIFEST_NAME
     )
 
 

@@ -15,7 +15,14 @@ from regards_order.settings import Connection, DownloadOptions
 from regards_order.simulator import Simulator
 from regards_order.simulator.content import content_md5
 from tests.helpers.deployments import Served
-from tests.helpers.prefect_server import PREFECT, PrefectServer, start_process, stop_group, tail
+from tests.helpers.prefect_server import (
+    PREFECT,
+    PrefectServer,
+    start_process,
+    stop_group,
+    tail,
+    using,
+)
 from tests.helpers.scenarios import PASSWORD, USER, scenario
 
 POOL = "regards-batch"
@@ -45,7 +52,6 @@ def test_a_batch_of_orders_is_shared_by_two_workers(
     prefect_server: PrefectServer, served: Served, s3_endpoint: str, tmp_path: Path
 ) -> None:
     import boto3
-    from prefect.settings import PREFECT_API_URL, temporary_settings
     from prefect.types.entrypoint import EntrypointType
 
     s3 = boto3.client("s3", endpoint_url=s3_endpoint)
@@ -61,7 +67,7 @@ def test_a_batch_of_orders_is_shared_by_two_workers(
     workers, logs = [], []
     with Simulator(batch_scenario()) as regards, served.stopped():
         try:
-            with temporary_settings(updates={PREFECT_API_URL: prefect_server.api_url}):
+            with using(prefect_server.api_url):
                 download_order.deploy(
                     DEPLOYMENT,
                     work_pool_name=POOL,
@@ -85,7 +91,7 @@ def test_a_batch_of_orders_is_shared_by_two_workers(
                 retry_delay=0.2,
                 storage_options={"endpoint_url": s3_endpoint},
             )
-            with temporary_settings(updates={PREFECT_API_URL: prefect_server.api_url}):
+            with using(prefect_server.api_url):
                 state = asyncio.run(
                     download_orders(
                         target="s3://batch/regards",

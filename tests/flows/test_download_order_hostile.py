@@ -17,6 +17,7 @@ from regards_order.simulator import Scenario, Simulator
 from regards_order.simulator.content import content_md5
 from tests.helpers.flow_runs import run, run_state
 from tests.helpers.scenarios import FAST, USER, connection_for, generated, scenario
+from tests.helpers.waiting import md5
 
 pytestmark = pytest.mark.usefixtures("prefect_api")
 
@@ -125,7 +126,8 @@ def test_disk_full_fails_at_once_and_leaves_nothing(
     assert big.outcome is Outcome.FAILED and big.attempts == 1  # no retry storm
     assert "No space left on device" in (big.error or "")
     assert sim.stats()["files"]["1"]["requests"] == 1
-    assert sorted(p.name for p in disk.iterdir()) == [".regards-order", "small.bin"]
+    assert sorted(p.name for p in disk.iterdir()) == [".regards-order", "MD5SUMS", "small.bin"]
+    assert (disk / "MD5SUMS").read_text() == f"{md5(disk / 'small.bin')}  small.bin\n"
 
 
 def test_read_only_target_is_refused_before_any_download(
@@ -163,6 +165,7 @@ def test_two_runs_of_one_order_at_once(start_simulator: Start, tmp_path: Path) -
     states = asyncio.run(both())
     assert all(state.is_completed() for state in states), [s.message for s in states]
     names = sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith("."))
+    assert names.pop(0) == "MD5SUMS"
     assert names == [f"o1-{i:03d}.bin" for i in range(16)]  # each file once, no duplicate
     for i, name in enumerate(names):
         digest = hashlib.md5((tmp_path / name).read_bytes()).hexdigest()

@@ -23,6 +23,24 @@ from tests.helpers.waiting import free_port, wait_until
 PREFECT = Path(sys.executable).with_name("prefect")
 
 
+@contextlib.contextmanager
+def using(api_url: str) -> Iterator[None]:
+    """Point this process's Prefect at `api_url` for the block. On leaving, the process-wide
+    event and log workers are drained and dropped: they keep the URL they first saw, and
+    would otherwise go on sending to this server after it stops (every later test's events
+    and logs lost)."""
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    try:
+        with temporary_settings(updates={PREFECT_API_URL: api_url}):
+            yield
+    finally:
+        APILogWorker.drain_all()
+        EventsWorker.drain_all()
+
+
 def stop_group(process: subprocess.Popen[bytes], grace: float = 20.0) -> None:
     """SIGTERM the process group of `process`, then SIGKILL what is left after `grace` s."""
     if process.poll() is None:
@@ -111,12 +129,8 @@ class PrefectServer:
     def client(self) -> Iterator[Any]:
         """A synchronous Prefect client of this server (not of the session's test harness)."""
         from prefect import get_client
-        from prefect.settings import PREFECT_API_URL, temporary_settings
 
-        with (
-            temporary_settings(updates={PREFECT_API_URL: self.api_url}),
-            get_client(sync_client=True) as client,
-        ):
+        with using(self.api_url), get_client(sync_client=True) as client:
             yield client
 
     def deployment(self, name: str, flow: str = "download-order") -> Any:
@@ -127,9 +141,8 @@ class PrefectServer:
     def run(self, deployment: str, flow: str = "download-order", **parameters: Any) -> Any:
         """Start a run of `<flow>/<deployment>` through the API, without waiting."""
         from prefect.deployments import run_deployment
-        from prefect.settings import PREFECT_API_URL, temporary_settings
 
-        with temporary_settings(updates={PREFECT_API_URL: self.api_url}):
+        with using(self.api_url):
             return run_deployment(f"{flow}/{deployment}", parameters=parameters, timeout=0)
 
     def runs_of(self, deployment: str, **parameters: Any) -> list[UUID]:
