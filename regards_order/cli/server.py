@@ -128,7 +128,15 @@ class TemporaryServer:
         return lines[-1].strip()[:200] if lines else f"exit code {self.process.returncode}"
 
     def stop(self) -> None:
-        """Stop the server (SIGTERM, then SIGKILL after 10 s)."""
+        """Stop the server (SIGTERM, then SIGKILL after 10 s), once this process's Prefect
+        has sent it the logs and events it still holds: after, it would try for a minute
+        to reach a server that is gone, and say so."""
+        if "prefect" in sys.modules and self.process.poll() is None:
+            from prefect.events.worker import EventsWorker
+            from prefect.logging.handlers import APILogWorker
+
+            APILogWorker.drain_all(timeout=10)
+            EventsWorker.drain_all(timeout=10)
         if self.process.poll() is None:
             self.process.terminate()
             try:
