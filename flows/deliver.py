@@ -14,15 +14,22 @@ from prefect.states import Failed
 
 from regards_order.client import client_held
 from regards_order.delivery import Delivery
+from regards_order.errors import RegardsOrderError
 from regards_order.flows.events import order_ended
 from regards_order.flows.publish import Progress, publish
-from regards_order.flows.transfers import Transfers, look, transfer_runner
+from regards_order.flows.transfers import (
+    Transfers,
+    know_whole_order_at_the_end,
+    look,
+    transfer_runner,
+)
 from regards_order.leases import claim_target
 from regards_order.record import DeliveryRecord
 from regards_order.report import OrderReport
 from regards_order.run import OrderRun
 from regards_order.settings import Connection, DownloadOptions
 from regards_order.tasks.limits import ensure_user_limit
+from regards_order.tasks.order import read_quota
 from regards_order.transfer import open_target
 
 
@@ -39,6 +46,13 @@ async def deliver(
     if removed:
         logger.info("Removed %d leftovers of runs that died", removed)
     run = OrderRun(order_id, delivery, options, logger=logger)
+    try:
+        quota = read_quota(connection)
+    except RegardsOrderError as error:  # the quota only helps: do without it
+        logger.warning("The user's download quota could not be read: %s", error)
+        quota = None
+    if quota is not None:
+        run.quota_known(quota)
     user_limit = await ensure_user_limit(connection, options.user_transfer_limit or None)
     progress = await Progress.start(run)
     try:
@@ -62,6 +76,7 @@ async def deliver(
                 lease.renew(time.monotonic())
                 progress.update()
             await transfers.drain(between=lambda: lease.renew(time.monotonic()))
+            know_whole_order_at_the_end(run, connection)
     finally:
         lease.release()
     report = run.report()

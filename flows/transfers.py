@@ -16,10 +16,11 @@ from prefect.utilities.annotations import quote
 from regards_order.delivery import Delivery
 from regards_order.errors import RegardsOrderError, TargetError
 from regards_order.flows.events import file_delivered
+from regards_order.models import Order
 from regards_order.report import FileOutcome, Outcome
 from regards_order.run import STOP_CHECK_SECONDS, OrderRun
 from regards_order.settings import Connection, DownloadOptions, TaskRunnerKind
-from regards_order.tasks.order import list_available_files, poll_order
+from regards_order.tasks.order import list_available_files, list_order_files, poll_order
 from regards_order.tasks.prefect_internals import ForgetfulThreadPool, forget_task_results
 from regards_order.tasks.transfer import transfer_file
 
@@ -42,7 +43,10 @@ def transfer_runner(options: DownloadOptions) -> TaskRunner[Any]:
 
 
 def look(run: OrderRun, connection: Connection) -> None:
-    """Look at the order and its available files, and tell the run what was seen."""
+    """Look at the order and its available files, and tell the run what was seen; at the
+    first look, every file of the order too, where the server lists them (before the run
+    takes the look in: it may end the run when nothing is available)."""
+    first = run.order is None
     try:
         order = poll_order(connection, run.order_id)
         listed = []
@@ -51,8 +55,39 @@ def look(run: OrderRun, connection: Connection) -> None:
     except RegardsOrderError as error:
         run.look_failed(error)
         return
-    if run.looked(order, listed):
+    new = 0
+    # Files listed without ids (the guide's dialect) cannot be matched with the server's list
+    # of every file, which names them by id.
+    if first and not order.status.files_gone and all(f.id is not None for f in listed):
+        try:
+            new += know_whole_order(run, connection, order)
+        except RegardsOrderError as error:  # it only helps: the available files are known
+            run.warn(
+                "whole order", f"every file of order {run.order_id} could not be listed: {error}"
+            )
+    new += run.looked(order, listed)
+    if new:
         save_record(run)  # before any of the new files' transfers starts
+
+
+def know_whole_order(run: OrderRun, connection: Connection, order: Order) -> int:
+    """Every file of the order in every state (servers without the endpoint: nothing); how
+    many files the run did not know."""
+    if not order.dataset_task_ids:
+        return 0
+    files = list_order_files(connection, order.id, order.dataset_task_ids, run.options.page_size)
+    return 0 if files is None else run.whole_order(files, connection.api_url)
+
+
+def know_whole_order_at_the_end(run: OrderRun, connection: Connection) -> None:
+    """Again at the end, for the files that went in error since (a failure to list them is
+    only a warning: the run is over)."""
+    if run.order is None or not run.whole_known or run.status.files_gone:
+        return
+    try:
+        know_whole_order(run, connection, run.order)
+    except RegardsOrderError as error:
+        run.warn("whole order", f"every file of order {run.order_id} could not be listed: {error}")
 
 
 def save_record(run: OrderRun, at_most_every: float = 0.0, *, adopt: bool = True) -> None:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from regards_order.client import RegardsClient
 from regards_order.errors import InvalidFileRecord, RegardsOrderError
-from regards_order.models import OrderFile
+from regards_order.models import OrderFile, ServerFile, ServerFileState
 from regards_order.paths import choose_name
 from regards_order.progress import WATCH
 from regards_order.record import DeliveryRecord, FileState, Origin, Phase
@@ -110,7 +110,8 @@ class Delivery:
         self._states[state.file.key] = state
         self._bytes_known += state.file.size or 0
         self._taken.add(state.name)
-        self._queue.append(state)
+        if state.phase is Phase.QUEUED:
+            self._queue.append(state)
         self._changed = True
 
     def discover(self, files: Iterable[OrderFile]) -> int:
@@ -128,8 +129,35 @@ class Delivery:
                 new += 1
             elif state.phase is Phase.QUEUED:
                 state.origin = Origin.LISTED
+            elif state.phase is Phase.WAITING:
+                state.phase, state.origin = Phase.QUEUED, Origin.LISTED
+                self._queue.append(state)
             elif state.phase is Phase.SETTLED and state.outcome is Outcome.SKIPPED:
                 self._requeue(state, Origin.LISTED_AGAIN)
+        return new
+
+    def know(self, files: Iterable[ServerFile], api_url: str) -> int:
+        """Take in every file of the order as the server has it, whatever its state: a file
+        this run did not know is queued (fetched by id) if the server serves it, waits if it is
+        not restored yet, and fails at once if the server has it in error. Returns how many
+        files were new."""
+        new = 0
+        for entry in sorted(files, key=lambda server_file: server_file.id):  # names by id
+            file = entry.order_file(api_url)
+            if file.key in self._states:
+                continue
+            new += 1
+            name = choose_name(file, self._taken)
+            if entry.state.in_error:
+                why = entry.download_error or entry.state.value
+                state = FileState(file=file, name=name, phase=Phase.SETTLED)
+                state.outcome, state.error = Outcome.FAILED, f"in error on the server: {why}"
+                self._add(state)
+                self._count(state, +1)
+            elif entry.state is ServerFileState.PENDING:
+                self._add(FileState(file=file, name=name, phase=Phase.WAITING))
+            else:  # available, downloaded or download error: served by id
+                self._add(FileState(file=file, name=name))
         return new
 
     def retry_due(self, now: float) -> int:

@@ -420,6 +420,11 @@ class ServerFileState(StrEnum):
     ERROR = "ERROR"
     UNKNOWN = "UNKNOWN"
 
+    @property
+    def in_error(self) -> bool:
+        """In error for good: the server cannot serve the file (not a mere aborted download)."""
+        return self in (ServerFileState.ERROR, ServerFileState.PROCESSING_ERROR)
+
     @classmethod
     def parse(cls, value: object) -> ServerFileState:
         """A state from the server's spelling; unknown spellings are UNKNOWN."""

@@ -46,6 +46,7 @@ class Origin(StrEnum):
 class Phase(StrEnum):
     """Where a file is in this run."""
 
+    WAITING = "waiting"  # known to the server, not restored yet
     QUEUED = "queued"
     IN_FLIGHT = "in flight"
     SETTLED = "settled"

@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 from regards_order.delivery import Delivery, Transfer
 from regards_order.errors import AccessDenied, NotFound, RegardsOrderError
-from regards_order.models import Order, OrderFile, OrderStatus
+from regards_order.models import Order, OrderFile, OrderStatus, Quota, ServerFile, ServerFileState
 from regards_order.polling import Backoff
 from regards_order.progress import WATCH
 from regards_order.report import EndReason, FileOutcome, OrderReport, Outcome, files
@@ -70,6 +70,11 @@ class OrderRun:
         #: The latest look began with nothing to transfer and found nothing new.
         self._looked_idle = False
         self.broken: str | None = None
+        #: Transfers at once: the options', or fewer where the server allows fewer.
+        self.concurrency = options.concurrency
+        self.downloads_left: int | None = None
+        #: The server listed every file of the order (its newer endpoint).
+        self.whole_known = False
         self.end: EndReason | None = None
         self.warnings: list[str] = []
         self._warned: set[str] = set()
@@ -112,6 +117,13 @@ class OrderRun:
                 self.delivery.retry_due(now)
         self._looked_idle = idle_before and self.delivery.idle
         self.next_look = now + (self.pace.reset() if new else self.pace.next())
+        left = self.delivery.known - self.delivery.settled
+        if self.downloads_left is not None and self.downloads_left < left:
+            self.warn(
+                "quota",
+                f"the user's download quota has {self.downloads_left} downloads left, fewer "
+                f"than the {left} files of order {self.order_id} left to deliver",
+            )
         WATCH.order_seen(order)
         WATCH.files(*self.delivery.totals())
         self._note(order, new)
@@ -131,9 +143,38 @@ class OrderRun:
 
     def next_transfer(self) -> Transfer | None:
         """The next file to start, if the run goes on and a transfer slot is free."""
-        if not self.going or self.delivery.in_flight >= self.options.concurrency:
+        if not self.going or self.delivery.in_flight >= self.concurrency:
             return None
         return self.delivery.take()
+
+    def quota_known(self, quota: Quota) -> None:
+        """The user's download quota: no more transfers at once than the server allows (it
+        answers 429 beyond, which aborts the download), and a warning when fewer downloads are
+        left than files (once the order's files are known)."""
+        limit = quota.simultaneous_limit
+        if limit is not None and limit < self.concurrency:
+            self.concurrency = max(limit, 1)
+            self.logger.info(
+                "The user may download %d files at once: transfers capped at %d", limit, limit
+            )
+        self.downloads_left = quota.downloads_left
+
+    def whole_order(self, files: list[ServerFile], api_url: str) -> int:
+        """Every file of the order as the server has it (see Delivery.know); how many files
+        the run did not know."""
+        new = self.delivery.know(files, api_url)
+        if not self.whole_known:
+            waiting = sum(file.state is ServerFileState.PENDING for file in files)
+            self.logger.info(
+                "Order %s holds %d files in all (%d not restored yet, %d in error)",
+                self.order_id,
+                len(files),
+                waiting,
+                sum(file.state.in_error for file in files),
+            )
+        self.whole_known = True
+        WATCH.files(*self.delivery.totals())
+        return new
 
     def settled(self, outcome: FileOutcome) -> None:
         """A transfer ended. A failure that may pass gets another round at a later look

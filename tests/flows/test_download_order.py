@@ -18,6 +18,7 @@ from tests.helpers.flow_runs import assert_all_delivered, run
 from tests.helpers.scenarios import (
     FAST,
     LONG_LIVED_TOKEN,
+    PASSWORD,
     USER,
     connection_for,
     generated,
@@ -271,7 +272,67 @@ def test_server_side_errors_fail_the_order(start_simulator: Start, tmp_path: Pat
     assert state.is_failed()
     assert report.status == "DONE_WITH_WARNING" and report.files_in_error == 1
     assert "1 file of order 1 in error on the server, which cannot deliver them" in state.message
-    assert report.counts["downloaded"] == 2
+    assert report.counts == {"downloaded": 2, "skipped": 0, "failed": 1}
+    # The server's list of every file names the lost one, with the server's reason.
+    (lost,) = [f for f in report.files if f.outcome is Outcome.FAILED]
+    assert lost.filename == "lost.bin" and (lost.error or "").startswith("in error on the server")
+    assert not (tmp_path / "lost.bin").exists()
+
+
+def test_without_the_list_of_every_file_the_errors_are_counted(
+    start_simulator: Start, tmp_path: Path
+) -> None:
+    files = [{"filename": "lost.bin", "size": 10, "in_error": True}]
+    sim = start_simulator(
+        scenario(
+            [{"id": 1, "owner": USER, "files": files, "generate": [{"count": 2, "size": 10}]}],
+            dataset_files_endpoint=False,
+        )
+    )
+    state, report = run(1, tmp_path, connection_for(sim))
+    assert state.is_failed() and report.files_in_error == 1
+    assert report.counts == {"downloaded": 2, "skipped": 0, "failed": 0}  # unnamed, but counted
+    assert "1 file of order 1 in error on the server" in state.message
+
+
+def test_an_order_downloaded_elsewhere_is_delivered_again_by_id(
+    start_simulator: Start, tmp_path: Path
+) -> None:
+    """Once every file of a DONE order is DOWNLOADED, the available list is empty for good; a
+    second target gets the files by id from the server's list of every file."""
+    sim = start_simulator(scenario([generated(1, 3, 5_000)]))
+    first, _ = run(1, tmp_path / "first", connection_for(sim))
+    assert first.is_completed()
+    assert sim.stats()["orders"]["1"]["history"][-1] == "DONE"
+    state, report = run(1, tmp_path / "second", connection_for(sim))
+    assert state.is_completed(), state.message
+    assert report.counts == {"downloaded": 3, "skipped": 0, "failed": 0}
+    for i in range(3):
+        data = (tmp_path / "second" / f"o1-{i:03d}.bin").read_bytes()
+        assert md5(data) == content_md5(1, i + 1, 5_000)
+    assert all(sim.stats()["files"][str(i + 1)]["completed"] == 2 for i in range(3))
+
+
+def test_the_quota_caps_transfers_at_once_so_none_is_refused(
+    start_simulator: Start, tmp_path: Path
+) -> None:
+    """The user may download 2 files at once: at concurrency 4, the server would answer 429
+    to the 3rd (and the file would turn DOWNLOAD_ERROR); read first, the quota keeps it at 2."""
+    slow = [{"kind": "slow", "bytes_per_second": 400_000, "times": None}]
+    files = [{"filename": f"slow-{i}.bin", "size": 200_000, "faults": slow} for i in range(6)]
+    sim = start_simulator(
+        scenario(
+            [{"id": 1, "owner": USER, "files": files}],
+            users=[{"username": USER, "password": PASSWORD, "rate_limit": 2}],
+        )
+    )
+    options = FAST.model_copy(update={"concurrency": 4})
+    state, report = run(1, tmp_path, connection_for(sim), options)
+    assert state.is_completed(), state.message
+    assert report.counts == {"downloaded": 6, "skipped": 0, "failed": 0}
+    stats = sim.stats()
+    assert [stats["files"][str(i)]["download_errors"] for i in range(1, 7)] == [0] * 6
+    assert stats["max_concurrent_downloads"] == {USER: 2}
 
 
 def test_token_renewed_during_a_long_run(start_simulator: Start, tmp_path: Path) -> None:
