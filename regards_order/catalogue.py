@@ -5,6 +5,7 @@ record of the orders it created.
   correlation id sent with it; `with_window` fills `{since}` and `{until}` in the queries.
 - `plan`: what the request would order, counted from the catalogue before ordering (the
   server ignores its own size limit on the auto-order path, so the client checks sizes).
+- `check_basket` and `place`: the basket trap avoided, and the auto-order sent once.
 - The record, `<target>/.regards-order/requests.json`: request key -> the order it created,
   plus an *intent* noted before each auto-order, so that a run whose auto-order got no answer
   looks for the order among the user's orders (`recover`) instead of ordering twice.
@@ -23,9 +24,16 @@ from decimal import Decimal, InvalidOperation
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from regards_order.client import RegardsClient
-from regards_order.errors import AmbiguousOrder, ConfigurationError, TargetError
+from regards_order.errors import (
+    AmbiguousOrder,
+    BasketNotEmpty,
+    ConfigurationError,
+    OrderRefused,
+    TargetError,
+)
 from regards_order.models import DataType, Order, OrderGrant
 from regards_order.record import RECORD_FOLDER
+from regards_order.report import OrderCreated
 from regards_order.transfer import Target, write_small
 
 #: Where the record of created orders lives, under the target.
@@ -413,3 +421,60 @@ def _filtered_as(order: Order, request: OrderRequest) -> bool:
         if task.file_types is not None and task.filename_pattern != request.filename_regexp:
             return False
     return True
+
+
+# -- ordering ---------------------------------------------------------------------------------
+
+
+def check_basket(client: RegardsClient, empty_it: bool) -> None:
+    """Make sure the order will hold the request alone: an auto-order orders the user's whole
+    basket. BasketNotEmpty unless `empty_it`, which empties it."""
+    basket = client.basket()
+    if basket is None or basket.is_empty:
+        return
+    if not empty_it:
+        raise BasketNotEmpty(
+            f"the user's basket is not empty ({basket.selections} selections), and an "
+            "auto-order would order it too: empty it in REGARDS, or give --empty-basket "
+            "(empty_basket) to empty it first"
+        )
+    client.empty_basket()
+
+
+def place(
+    client: RegardsClient, request: OrderRequest, selection: Selection, target: Target | None
+) -> OrderCreated:
+    """Create the order by auto-order. With a target, the creation is recorded there, and an
+    attempt whose answer never came is looked for among the user's orders before anything is
+    sent again, so that a request is never ordered twice."""
+    grant: OrderGrant | None = None
+    if target is not None:
+        intent = pending_intent(target, request)
+        if intent is not None:
+            known = {entry.order_id for entry in remembered(target).requests.values()}
+            found = recover(client, request, intent, exclude=known)
+            if found is not None:
+                grant = OrderGrant(order_id=found, correlation_id=intent.correlation_id)
+        if grant is None:
+            note_intent(target, request)
+    if grant is None:
+        try:
+            grant = client.apply(
+                request.queries, request.data_types, request.filename_regexp, request.correlation_id
+            )
+        except OrderRefused:
+            if target is not None:  # refused: it created nothing, there is nothing to look for
+                forget_intent(target, request)
+            raise
+    if target is not None:
+        remember(target, request, grant)
+    return OrderCreated(
+        order_id=grant.order_id,
+        status="GRANTED",
+        products=selection.products,
+        files=selection.files,
+        size=selection.size,
+        queries=request.queries,
+        label=request.label,
+        correlation_id=grant.correlation_id or request.correlation_id,
+    )

@@ -236,3 +236,16 @@ class AmbiguousOrder(RegardsOrderError):
 
     def __reduce__(self) -> tuple[object, ...]:
         return (type(self), (self.message,), dict(self.__dict__))
+
+
+class NothingToOrder(RegardsOrderError):
+    """The catalogue queries found no product, or no file of the data types asked for."""
+
+
+class OverSizeLimit(RegardsOrderError):
+    """What the queries would order is larger than the user's limit (the server ignores its
+    own limit on the auto-order path: the client checks)."""
+
+
+class BasketNotEmpty(RegardsOrderError):
+    """The user's basket holds selections, which an auto-order would order too."""

@@ -84,6 +84,23 @@ class FileOutcome(BaseModel):
         )
 
 
+class OrderCreated(BaseModel):
+    """The order a catalogue request created (or had created before, for this target)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    order_id: int
+    #: GRANTED: created now; RECORDED: created by an earlier run for the same request.
+    status: str
+    products: int | None = None
+    files: int | None = None
+    size: int | None = None
+    ordered: bool = True
+    queries: tuple[str, ...] = ()
+    label: str | None = None
+    correlation_id: str | None = None
+
+
 class OrderReport(BaseModel):
     """The final word on an order: why the run ended, every file's outcome, what went wrong."""
 
@@ -96,6 +113,8 @@ class OrderReport(BaseModel):
     files_in_error: int = 0
     problems: list[str] = []
     warnings: list[str] = []
+    #: The order a catalogue request created, when the run began with one (order-and-download).
+    order: OrderCreated | None = None
 
     @computed_field  # type: ignore[prop-decorator]
     @property

@@ -17,6 +17,7 @@ from pydantic import SecretStr
 
 from regards_order.cli.download import EXIT_FAILED, EXIT_OK, EXIT_USAGE, PROG, download, fail
 from regards_order.cli.options import CONNECTION_MODELS, DOWNLOAD_MODELS, add_options
+from regards_order.models import DataType
 from regards_order.settings import Connection, DownloadOptions
 
 # No telemetry from the embedded Prefect server: it cannot reach the internet from most archives'
@@ -60,6 +61,89 @@ def download_command(
 ) -> None:
     """Download every file of ORDER_ID to --target, verified."""
     raise SystemExit(download(order_id, target, values, as_json, quiet))
+
+
+def _described(field: str) -> str:
+    """The help of an `order` option: the description of its field of OrderRequest."""
+    from regards_order.catalogue import OrderRequest
+
+    return OrderRequest.model_fields[field].description or ""
+
+
+@cli.command(name="order")
+@click.argument("queries", nargs=-1, required=True)
+@click.option(
+    "--target",
+    envvar="REGARDS_TARGET",
+    show_envvar=True,
+    help="Deliver the order there (folder or fsspec URL); without it, only create the order.",
+)
+@click.option(
+    "--data-type",
+    "data_types",
+    multiple=True,
+    type=click.Choice([kind.value for kind in DataType], case_sensitive=False),
+    help=_described("data_types") + " Repeatable; default RAWDATA.",
+)
+@click.option("--filename-regexp", metavar="RE", help=_described("filename_regexp"))
+@click.option(
+    "--label",
+    help=_described("label") + " With the queries and filters, it names the request: the same "
+    "request to the same target orders once.",
+)
+@click.option(
+    "--max-size", metavar="SIZE", help="Refuse to order more than this (bytes, 50GB, 2TiB)."
+)
+@click.option(
+    "--empty-basket",
+    is_flag=True,
+    help="Empty the user's basket first (an auto-order orders it all).",
+)
+@click.option(
+    "--dry-run", is_flag=True, help="Search and size what would be ordered; order nothing."
+)
+@add_options(CONNECTION_MODELS + DOWNLOAD_MODELS)
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    envvar="REGARDS_JSON",
+    show_envvar=True,
+    help="Print the result as JSON on stdout.",
+)
+@click.option(
+    "--quiet", "-q", is_flag=True, help="Show nothing while it runs: errors and the final line."
+)
+def order_command(
+    queries: tuple[str, ...],
+    target: str | None,
+    data_types: tuple[str, ...],
+    filename_regexp: str | None,
+    label: str | None,
+    max_size: str | None,
+    empty_basket: bool,
+    dry_run: bool,
+    as_json: bool,
+    quiet: bool,
+    **values: Any,
+) -> None:
+    """Order what the catalogue QUERIES (Lucene) find, and with --target deliver it, verified."""
+    from regards_order.cli.order import order, request_from
+
+    request = request_from(
+        queries, tuple(t.upper() for t in data_types), filename_regexp, label, max_size
+    )
+    raise SystemExit(
+        order(
+            request,
+            target,
+            values,
+            empty_basket=empty_basket,
+            dry_run=dry_run,
+            as_json=as_json,
+            quiet=quiet,
+        )
+    )
 
 
 @cli.command()

@@ -35,7 +35,7 @@ from regards_order.errors import (
     TransportError,
 )
 from regards_order.record import DeliveryRecord
-from regards_order.report import OrderReport
+from regards_order.report import OrderCreated, OrderReport
 from regards_order.run import FILE_LINE, OrderRun
 from regards_order.settings import Connection, DownloadOptions
 from regards_order.stopping import request_stop
@@ -170,8 +170,10 @@ def run_flow(
     server: TemporaryServer | None,
     *,
     quiet: bool = False,
+    order: OrderCreated | None = None,
 ) -> int:
-    """Run the download-order flow, showing how it goes, and report how it ended."""
+    """Run the download-order flow, showing how it goes, and report how it ended (with the
+    `order` it delivers when a catalogue request created it)."""
     stopped_by = _stop_on_signals()
     try:
         if server is not None:
@@ -199,6 +201,8 @@ def run_flow(
         run_of = _run_of(order_id, open_target(target, options.storage_options), options)
         run_of.broke(str(result) or type(result).__name__)
         result = run_of.report()
+    if order is not None:
+        result = result.model_copy(update={"order": order})
     code = emit(result, as_json)
     return 128 + stopped_by[0] if stopped_by else code
 

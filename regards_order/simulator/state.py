@@ -499,6 +499,10 @@ class SimState(OrderingMixin):
         """Test helper: ids of an order's files, sorted."""
         return sorted(f.spec.id for f in self._orders[order_id].files)
 
+    def file_names(self, order_id: int) -> list[str]:
+        """Test helper: names of an order's files, sorted."""
+        return sorted(f.spec.filename for f in self._orders[order_id].files)
+
     def file_state(self, file_id: int) -> str:
         """Test helper: PENDING, AVAILABLE, DOWNLOADED, DOWNLOAD_ERROR or ERROR."""
         with self._lock:
