@@ -11,6 +11,10 @@ Served until Ctrl-C or SIGTERM:
   connection are the deployment's parameters.
 - `download-orders/download-orders`, on demand: many orders (ids, or every order of the user
   in a status), one `download-order` run each, into `<target>/<order id>`.
+- `order-and-download/order-and-download`, on demand: catalogue queries ordered (once per
+  request and target), then delivered.
+- `order-and-download/subscription`, on a cron schedule: orders what is new since its last
+  successful run (the queries' `{since}` and `{until}`) and delivers it.
 - `unpack-archive/unpack-archive`, triggered: each delivered .zip, .tar, .tar.gz or .tgz is
   unpacked beside it. Its trigger is on only with REGARDS_UNPACK_ARCHIVES=1: the example to
   copy for any step that follows a delivery.
@@ -24,6 +28,9 @@ They are configured from this process's environment, read once at start-up (rest
     REGARDS_TARGET                                    default target of the on-demand ones
     REGARDS_SCHEDULE, REGARDS_SCHEDULE_TIMEZONE       cron and time zone of the scheduled one
     REGARDS_SCHEDULED_ORDER_ID, REGARDS_SCHEDULED_TARGET   what the scheduled one delivers, where
+    REGARDS_SUBSCRIPTION_QUERIES                      the subscription's queries, one per line
+    REGARDS_SUBSCRIPTION_TARGET, REGARDS_SUBSCRIPTION_SINCE   where it delivers; its first start
+    REGARDS_SUBSCRIPTION_SCHEDULE                     its cron, in REGARDS_SCHEDULE_TIMEZONE
     REGARDS_UNPACK_ARCHIVES                           1: unpack delivered archives (trigger on)
 
 The defaults fit the bundled simulator (`regards-order simulate`, order 1234). No secret is ever
@@ -49,17 +56,22 @@ from pydantic import ValidationError
 from regards_order.deployments.unpack_trigger import unpack_trigger
 from regards_order.flows.download_order import download_order
 from regards_order.flows.download_orders import download_orders
+from regards_order.flows.order_and_download import order_and_download
 from regards_order.flows.unpack_archive import unpack_archive
 from regards_order.settings import Connection
 
 ON_DEMAND = "download-order"
 SCHEDULED = "download-order-scheduled"
 MANY = "download-orders"
+ORDER = "order-and-download"
+SUBSCRIPTION = "subscription"
 UNPACK = "unpack-archive"
 
 #: Every night at 02:00; REGARDS_SCHEDULE takes any cron, e.g. "0 * * * *" for every hour.
 DEFAULT_SCHEDULE = "0 2 * * *"
 DEFAULT_TIMEZONE = "UTC"
+#: The subscription looks for new products every hour.
+DEFAULT_SUBSCRIPTION_SCHEDULE = "0 * * * *"
 
 #: The bundled simulator's demo account and order (`regards-order simulate`).
 DEFAULTS = {
@@ -68,6 +80,11 @@ DEFAULTS = {
     "REGARDS_USERNAME": "demo@example.org",
     "REGARDS_SCHEDULED_ORDER_ID": "1234",
     "REGARDS_SCHEDULED_TARGET": "./regards-scheduled",
+    # The bundled catalogue's products carry a start_date (`regards-order simulate --scenario
+    # .../scenarios/catalog.json`); a real catalogue names its own date attribute.
+    "REGARDS_SUBSCRIPTION_QUERIES": "start_date:[{since} TO {until}]",
+    "REGARDS_SUBSCRIPTION_TARGET": "./regards-subscription",
+    "REGARDS_SUBSCRIPTION_SINCE": "2024-01-01T00:00:00Z",
 }
 
 #: Connection fields a deployment may carry, and the variable each comes from.
@@ -113,10 +130,19 @@ def deployments(env: Mapping[str, str] = os.environ) -> dict[str, RunnerDeployme
         "target": env.get("REGARDS_SCHEDULED_TARGET") or DEFAULTS["REGARDS_SCHEDULED_TARGET"],
         "connection": connection,
     }
-    schedule = Cron(
-        env.get("REGARDS_SCHEDULE") or DEFAULT_SCHEDULE,
-        timezone=env.get("REGARDS_SCHEDULE_TIMEZONE") or DEFAULT_TIMEZONE,
-    )
+    timezone = env.get("REGARDS_SCHEDULE_TIMEZONE") or DEFAULT_TIMEZONE
+    schedule = Cron(env.get("REGARDS_SCHEDULE") or DEFAULT_SCHEDULE, timezone=timezone)
+    queries = (env.get("REGARDS_SUBSCRIPTION_QUERIES") or "").splitlines()
+    queries = [q.strip() for q in queries if q.strip()] or [
+        DEFAULTS["REGARDS_SUBSCRIPTION_QUERIES"]
+    ]
+    subscription = {
+        "queries": queries,
+        "connection": connection,
+        "target": env.get("REGARDS_SUBSCRIPTION_TARGET") or DEFAULTS["REGARDS_SUBSCRIPTION_TARGET"],
+        "since": env.get("REGARDS_SUBSCRIPTION_SINCE") or DEFAULTS["REGARDS_SUBSCRIPTION_SINCE"],
+    }
+    every = env.get("REGARDS_SUBSCRIPTION_SCHEDULE") or DEFAULT_SUBSCRIPTION_SCHEDULE
     made = [
         _deployment(
             download_order,
@@ -147,6 +173,27 @@ def deployments(env: Mapping[str, str] = os.environ) -> dict[str, RunnerDeployme
             "one download-order run each, into <target>/<order id>.",
             parameters=on_demand,
             tags=["regards"],
+        ),
+        _deployment(
+            order_and_download,
+            name=ORDER,
+            description="Order what catalogue queries find (once per request and target), "
+            "then deliver it, verified: Run > Custom run, fill in the queries and the target.",
+            parameters=on_demand,
+            tags=["regards", "catalogue"],
+        ),
+        _deployment(
+            order_and_download,
+            name=SUBSCRIPTION,
+            description=f"Order what is new in the catalogue since the last successful run "
+            f"({', '.join(queries)}) and deliver it to {subscription['target']}.",
+            parameters=subscription,
+            schedule=Cron(every, timezone=timezone),
+            # Two windows at once would order the same products twice.
+            concurrency_limit=ConcurrencyLimitConfig(
+                limit=1, collision_strategy=ConcurrencyLimitStrategy.CANCEL_NEW
+            ),
+            tags=["regards", "catalogue", "scheduled"],
         ),
         _deployment(
             unpack_archive,

@@ -27,9 +27,23 @@ def test_the_schedule_and_the_parameters_come_from_the_environment() -> None:
             "REGARDS_SCHEDULE_TIMEZONE": "Europe/Paris",
             "REGARDS_SCHEDULED_ORDER_ID": "42",
             "REGARDS_SCHEDULED_TARGET": "s3://archive/regards",
+            "REGARDS_SUBSCRIPTION_QUERIES": "tile:T31TCJ AND ingested:[{since} TO {until}]\n\n"
+            "tile:T30TYP AND ingested:[{since} TO {until}]\n",
+            "REGARDS_SUBSCRIPTION_TARGET": "s3://archive/new",
+            "REGARDS_SUBSCRIPTION_SINCE": "2026-11-01T00:00:00Z",
+            "REGARDS_SUBSCRIPTION_SCHEDULE": "*/15 * * * *",
         }
     )
-    on_demand, scheduled, many, unpack = served.values()
+    assert list(served) == [
+        "download-order",
+        "download-order-scheduled",
+        "download-orders",
+        "order-and-download",
+        "subscription",
+        "unpack-archive",
+    ]
+    on_demand, scheduled, many = (served[n] for n in list(served)[:3])
+    ordering, subscription, unpack = (served[n] for n in list(served)[3:])
     connection = {
         "host": "https://regards.example.org",
         "project": "myproject",
@@ -59,6 +73,23 @@ def test_the_schedule_and_the_parameters_come_from_the_environment() -> None:
     assert many.entrypoint == "regards_order.flows.download_orders.download_orders"
     for deployment in (on_demand, scheduled):
         assert deployment.entrypoint == "regards_order.flows.download_order.download_order"
+    assert ordering.parameters == {"connection": connection, "target": "/data/regards"}
+    assert subscription.parameters == {
+        "queries": [
+            "tile:T31TCJ AND ingested:[{since} TO {until}]",
+            "tile:T30TYP AND ingested:[{since} TO {until}]",
+        ],
+        "connection": connection,
+        "target": "s3://archive/new",
+        "since": "2026-11-01T00:00:00Z",
+    }
+    [every] = subscription.schedules
+    assert (every.schedule.cron, every.schedule.timezone) == ("*/15 * * * *", "Europe/Paris")
+    assert subscription.concurrency_limit == 1
+    for deployment in (ordering, subscription):
+        assert deployment.entrypoint == (
+            "regards_order.flows.order_and_download.order_and_download"
+        )
     for deployment in served.values():
         assert deployment.enforce_parameter_schema
 
@@ -94,7 +125,7 @@ def test_a_bad_setting_stops_serve_before_anything_is_registered(
         deployments(SITE | setting)
 
 
-@pytest.mark.parametrize("name", ["download-order", "download-orders"])
+@pytest.mark.parametrize("name", ["download-order", "download-orders", "order-and-download"])
 def test_every_field_of_the_form_is_titled_and_fillable_at_once(name: str) -> None:
     schema = deployments({})[name]._parameter_openapi_schema.model_dump()
     raw_names = []

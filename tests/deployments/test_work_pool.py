@@ -40,8 +40,16 @@ def test_prefect_yaml_deploys_to_a_work_pool_that_a_worker_runs(
         scheduled = prefect_server.deployment("download-order-scheduled")
         many = prefect_server.deployment("download-orders", flow="download-orders")
         unpack = prefect_server.deployment("unpack-archive", flow="unpack-archive")
+        ordering = prefect_server.deployment("order-and-download", flow="order-and-download")
+        subscription = prefect_server.deployment("subscription", flow="order-and-download")
         try:
-            for deployment in (on_demand, scheduled, many):
+            for deployment in (ordering, subscription):
+                assert deployment.entrypoint == (
+                    "regards_order.flows.order_and_download.order_and_download"
+                )
+            assert subscription.parameters["queries"] == ["start_date:[{since} TO {until}]"]
+            assert [s.schedule.cron for s in subscription.schedules] == ["0 * * * *"]
+            for deployment in (on_demand, scheduled, many, ordering, subscription):
                 assert deployment.work_pool_name == POOL
                 assert deployment.pull_steps == []
                 assert deployment.parameters["connection"] == {

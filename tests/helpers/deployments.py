@@ -49,6 +49,16 @@ HOSTILE_MEMBERS = [
     Entry("link", kind="symlink", link="/etc/passwd"),
     Entry("fine.txt", b"the one safe member"),
 ]
+#: The catalogue's products, by start date: a subscription from SUBSCRIPTION_SINCE orders the
+#: two NEW ones and not the OLD one; the on-demand order-and-download orders ORDERED_PRODUCT.
+CATALOGUE_DATES = {
+    "OLD_0001": "2024-03-01T10:00:00Z",
+    "NEW_0002": "2024-06-01T10:00:00Z",
+    "NEW_0003": "2024-07-01T10:00:00Z",
+    "ASK_0004": "2023-01-01T10:00:00Z",
+}
+SUBSCRIPTION_SINCE = "2024-05-01T00:00:00Z"
+ORDERED_PRODUCT = "ASK_0004"
 #: The scheduled deployment's order: never run by the tests (its schedule is read back).
 ORDER_SCHEDULED = 999
 #: An order the simulator does not know.
@@ -130,6 +140,18 @@ def session_scenario() -> Scenario:
             {"username": USER, "password": PASSWORD},
             {"username": OPS_USER, "password": OPS_PASSWORD},
         ],
+        catalog={
+            "datasets": [{"label": "Archive"}],
+            "products": [
+                {
+                    "provider_id": name,
+                    "dataset": "Archive",
+                    "properties": {"start_date": date},
+                    "files": {"RAWDATA": [{"filename": f"{name}.dat", "size": 20_000}]},
+                }
+                for name, date in CATALOGUE_DATES.items()
+            ],
+        },
         suborder_max_files=4,
         # Every order restores at once: no test waits for another test's order to be fetched.
         max_active_suborders=100,
@@ -145,6 +167,16 @@ def archive_files() -> list[dict[str, Any]]:
         {"filename": "hostile.tar", "content_base64": base64.b64encode(hostile).decode()},
         {"filename": "plain.bin", "size": 5_000},
     ]
+
+
+def catalogue_files(simulator: Simulator, *provider_ids: str) -> dict[str, str]:
+    """File name -> MD5 of the raw data of these products of the simulator's catalogue."""
+    return {
+        file.filename: file.checksum
+        for product in simulator.state.catalog.products
+        if product.provider_id in provider_ids
+        for file in product.files["RAWDATA"]
+    }
 
 
 def expected_files(simulator: Simulator, order_id: int) -> dict[str, str]:
