@@ -1,7 +1,7 @@
 """Records of the REGARDS order protocol, and the tolerant parsing of every server dialect.
 
 The real server, its older releases and its documentation disagree on the JSON they write
-(see shared/regards/API.md). Every variant is accepted here and nowhere else: the rest of the
+(see docs/regards-server.md). Every variant is accepted here and nowhere else: the rest of the
 code only sees `Order`, `OrderFile` and `FilePage`, and for ordering from the catalogue
 `Product`, `ProductPage`, `Basket`, `Quota`, `OrderGrant` and `ServerFile`.
 """

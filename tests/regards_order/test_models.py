@@ -1,4 +1,4 @@
-"""Parsing every dialect of the REGARDS answers (shared/regards/API.md)."""
+"""Parsing every dialect of the REGARDS answers (docs/regards-server.md)."""
 
 from __future__ import annotations
 
