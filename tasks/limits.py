@@ -8,6 +8,7 @@ waits out before starting.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -59,14 +60,44 @@ def _quiet_variable(name: str) -> str:
     return f"{name}-quiet-until"
 
 
+#: How long this process trusts its last read of a quiet period: the Variable was read by
+#: every transfer, one API call per file; other runs' 429s are seen at most this much later.
+QUIET_READ_EVERY_SECONDS = 1.0
+
+
+class _QuietCache:
+    """The last quiet-until read (or set) per limit, with when it was read."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._read: dict[str, tuple[float, float]] = {}  # name -> (read at, until)
+
+    def until(self, name: str, now: float) -> float:
+        with self._lock:
+            read_at, until = self._read.get(name, (-float("inf"), 0.0))
+        if now - read_at < QUIET_READ_EVERY_SECONDS:
+            return until
+        value = Variable.get(_quiet_variable(name), default=0.0)
+        until = float(value) if isinstance(value, int | float) else 0.0
+        self.note(name, now, until)
+        return until
+
+    def note(self, name: str, now: float, until: float) -> None:
+        with self._lock:
+            self._read[name] = (now, until)
+
+
+_QUIET = _QuietCache()
+
+
 @contextmanager
 def user_slot(name: str | None) -> Iterator[None]:
     """Hold one of the user's transfer slots (after any quiet period); no-op without a limit."""
     if name is None:
         yield
         return
-    until = Variable.get(_quiet_variable(name), default=0.0)
-    if isinstance(until, int | float) and until > time.time():
+    until = _QUIET.until(name, time.monotonic())
+    if until > time.time():
         pause(until - time.time())
     with ExitStack() as held:
         try:
@@ -80,4 +111,6 @@ def user_slot(name: str | None) -> Iterator[None]:
 def quiet_everyone(name: str | None, seconds: float) -> None:
     """Make every transfer of the user wait `seconds` before starting (a 429's Retry-After)."""
     if name is not None:
-        Variable.set(_quiet_variable(name), time.time() + seconds, overwrite=True)
+        until = time.time() + seconds
+        Variable.set(_quiet_variable(name), until, overwrite=True)
+        _QUIET.note(name, time.monotonic(), until)
