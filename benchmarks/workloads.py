@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 import os
 import resource
 import shutil
@@ -34,6 +35,7 @@ from benchmarks.procs import (
     wait_quiet,
 )
 from regards_order.paths import MANIFEST_NAME
+from regards_order.settings import DownloadOptions
 from regards_order.simulator import Scenario, Simulator
 from regards_order.simulator.content import content_md5
 
@@ -186,9 +188,13 @@ def flow_run_name(spec: OrderSpec) -> str:
 
 def _expected_task_runs(simulator: Simulator, spec: OrderSpec) -> int:
     """Task runs a successful run leaves Completed: one transfer per file (its retries are
-    attempts of the same task run), and a poll and a listing at each look at the order, as
-    the simulator counted its order requests."""
-    return spec.count + 2 * _looks(simulator)
+    attempts of the same task run), a poll and a listing at each look at the order (as the
+    simulator counted its order requests), the reading of the user's quota, and each listing
+    of every file of the order (one dataset task here, paged by the default page size)."""
+    requests = simulator.stats()["requests"]
+    pages = max(1, math.ceil(spec.count / DownloadOptions().page_size))
+    whole_listings = math.ceil(int(requests.get("dataset_files", 0)) / pages)
+    return spec.count + 2 * _looks(simulator) + int(requests.get("quota", 0)) + whole_listings
 
 
 def _looks(simulator: Simulator) -> int:

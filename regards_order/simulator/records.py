@@ -86,6 +86,14 @@ class SimFile:
         self.download_error = message
         self.counts["download_errors"] += 1
 
+    @property
+    def recorded_size(self) -> int | None:
+        """The size the server's record holds (a scenario may make it wrong, or absent): both
+        listings show this one stored value."""
+        r = self.spec
+        listed = r.size if r.listed_size is None else r.listed_size
+        return None if listed == "absent" else listed
+
     def entity(self) -> JSON:
         """The file as ``/orders/{id}/dataset/{task}/files`` shows it (null fields omitted)."""
         r = self.spec
@@ -100,7 +108,7 @@ class SimFile:
             "version": 1,
             "dataType": r.data_type,
             "filename": r.filename,
-            "filesize": r.size,
+            "filesize": self.recorded_size,
             "checksum": self.checksum,
             "digestAlgorithm": "MD5",
             "mimeType": r.mime_type,
@@ -113,8 +121,7 @@ class SimFile:
     def available_item(self, dialect: str, base_url: str) -> JSON:
         """The file as the available listing shows it, in the order's dialect."""
         r = self.spec
-        listed = r.size if r.listed_size is None else r.listed_size
-        size = None if listed == "absent" else listed
+        size = self.recorded_size
         if dialect == "docs":
             uri = f"{base_url}/api/v1/rs-catalog/{r.product_id}/files/{self.checksum}"
             item = {"productId": r.product_id, "checksum": self.checksum, "fileSize": size}

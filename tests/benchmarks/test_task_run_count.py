@@ -57,7 +57,8 @@ def _pipeline(harness: Harness, spec: OrderSpec, label: str) -> tuple[Simulator,
 
 def test_every_task_run_of_an_order_over_several_suborders_is_counted(batched: Harness) -> None:
     # 30 files in suborders of 8: at most 2 suborders wait at once, so the run looks several
-    # times, and each look is a poll and a listing on top of one transfer per file.
+    # times, and each look is a poll and a listing on top of one transfer per file; the quota
+    # is read once, and every file of the order listed at the first look and at the end.
     spec = OrderSpec(order_id=41, count=30, size=2048, suborder_files=8)
     simulator, run = _pipeline(batched, spec, "batched")
 
@@ -66,7 +67,9 @@ def test_every_task_run_of_an_order_over_several_suborders_is_counted(batched: H
     assert run.extra["suborders"] == 4 and looks >= 2
     counted = run.task_runs
     assert counted is not None
-    assert counted["expected"] == 30 + 2 * looks
+    requests = simulator.stats()["requests"]
+    assert (requests["quota"], requests["dataset_files"]) == (1, 2)
+    assert counted["expected"] == 30 + 2 * looks + 1 + 2
     assert counted["completed"] == counted["recorded"] == counted["expected"]
     assert simulator.stats()["downloads_completed"] == 30
 
@@ -84,7 +87,8 @@ def test_a_run_whose_task_runs_the_server_did_not_record_does_not_count(
     assert "states were lost" in run.error
     counted = run.task_runs
     assert counted is not None
-    assert counted["completed"] == 0 and counted["expected"] == 3 + 2 * run.extra["looks"]
+    # 3 transfers, a poll and a listing per look, the quota, every file at the start and the end.
+    assert counted["completed"] == 0 and counted["expected"] == 3 + 2 * run.extra["looks"] + 3
     assert counted["flow_run_id"]  # the flow run itself is recorded; its task runs are not
 
 
