@@ -180,7 +180,7 @@ def files_part(files: list[ServerFile] | None) -> dict[str, Any]:
             "state": file.state.value,
             "download_error": file.download_error,
         }
-        for file in files
+        for file in sorted(files, key=lambda file: file.id)
         if file.state in ERROR_STATES
     ]
     return {"listed": True, "total": len(files), "counts": dict(sorted(counts.items())),
