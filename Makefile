@@ -39,14 +39,16 @@ lint: $(VENV)/.synced
 serve: $(VENV)/.synced
 	$(VENV)/bin/python deployments/serve.py
 
-# Debian tools the tests and the benchmark drive: Chromium (the UI test), curl, aria2 and GNU
-# time (the baselines of the benchmark and its smoke test). Installed where missing.
+# Debian tools the tests and the benchmark drive: Chromium (the UI test), tmux (the test of the
+# live display), curl, aria2 and GNU time (the baselines of the benchmark and its smoke test).
+# Installed where missing.
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 tools:
-	@test -x /usr/bin/chromium && command -v curl >/dev/null && command -v aria2c >/dev/null \
-		&& test -x /usr/bin/time || ! command -v apt-get >/dev/null || \
+	@test -x /usr/bin/chromium && command -v tmux >/dev/null && command -v curl >/dev/null \
+		&& command -v aria2c >/dev/null && test -x /usr/bin/time \
+		|| ! command -v apt-get >/dev/null || \
 		{ $(SUDO) apt-get update -qq && \
-		  $(SUDO) apt-get install -y -qq chromium curl aria2 time >/dev/null; }
+		  $(SUDO) apt-get install -y -qq chromium tmux curl aria2 time >/dev/null; }
 
 test: lint tools
 	env -u PREFECT_API_URL PREFECT_HOME=$$(mktemp -d) $(VENV)/bin/pytest $(PYTEST_ARGS)

@@ -17,6 +17,7 @@ from pydantic import SecretStr
 
 from regards_order.cli.download import EXIT_FAILED, EXIT_OK, EXIT_USAGE, PROG, download, fail
 from regards_order.cli.options import CONNECTION_MODELS, DOWNLOAD_MODELS, add_options
+from regards_order.cli.orders import orders_command, status_command
 from regards_order.models import DataType
 from regards_order.settings import Connection, DownloadOptions
 
@@ -196,6 +197,10 @@ def demo(target: str, as_json: bool) -> None:
         if server is not None:
             server.stop()
     raise SystemExit(code)
+
+
+cli.add_command(orders_command)
+cli.add_command(status_command)
 
 
 def main(argv: list[str] | None = None) -> int:

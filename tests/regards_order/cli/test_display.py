@@ -1,0 +1,171 @@
+"""What `regards-order download` shows while it runs, seen as a user sees it: in a real
+terminal (tmux), and with stdout and stderr sent to files as cron or CI would.
+
+The order is slow on purpose (each file throttled by the simulator, one file a suborder, two
+suborders at a time), so the run lasts seconds whatever the machine; the tests wait on what
+the screen shows, with generous deadlines, and assert nothing about time.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from regards_order.simulator import Scenario, Simulator
+from tests.helpers.cli import CLI, download_args
+from tests.helpers.scenarios import PASSWORD, USER, scenario
+from tests.helpers.waiting import wait_until
+
+Start = Callable[[Scenario], Simulator]
+
+pytestmark = pytest.mark.skipif(
+    shutil.which("tmux") is None, reason="tmux is not installed (make tools installs it)"
+)
+
+ORDER_ID = 41
+FILES = 8
+#: Each file takes 1.5 s at least: the run lasts 6 s or more, the order RUNNING most of it.
+SLOW_ORDER = scenario(
+    [
+        {
+            "id": ORDER_ID,
+            "owner": USER,
+            "files": [
+                {"filename": f"slow-{i}.bin", "size": 150_000, "faults": [
+                    {"kind": "slow", "bytes_per_second": 100_000, "times": None}]}
+                for i in range(FILES)
+            ],
+        }
+    ],
+    suborder_max_files=1,
+)  # fmt: skip
+DEADLINE = 90.0
+
+LIVE_COUNT = re.compile(r"(\d+)/(\d+) files verified")
+SGR = re.compile(r"\x1b\[[0-9;]*m")
+#: What an escape sequence leaves on screen when a terminal did not take it.
+RAW_SEQUENCE = re.compile(r"\x1b|\[\??\d+(;\d+)*[ABCDHJKlhm]")
+FINAL = f"order {ORDER_ID} delivered: {FILES} files verified ({FILES} downloaded, 0 already there)"
+
+
+class Pane:
+    """One command in a detached tmux session of a private tmux server."""
+
+    def __init__(self) -> None:
+        self.socket = f"regards-test-{uuid.uuid4().hex[:12]}"
+
+    def tmux(self, *args: str, env: dict[str, str] | None = None) -> str:
+        done = subprocess.run(
+            ["tmux", "-L", self.socket, *args],
+            capture_output=True, text=True, env=env, check=True, timeout=30,
+        )  # fmt: skip
+        return done.stdout
+
+    def start(self, command: list[str], env: dict[str, str]) -> None:
+        # The shell stays after the command, so that its last screen and exit code can be read.
+        shell = f'{shlex.join(command)}; echo "[exit $?]"; exec sleep 3600'
+        self.tmux("new-session", "-d", "-x", "120", "-y", "30", shell, env=env)
+
+    def screen(self) -> str:
+        """The visible screen as text (tmux has interpreted every escape sequence)."""
+        return self.tmux("capture-pane", "-p")
+
+    def history(self, *, escapes: bool = False) -> str:
+        """Everything the pane showed, scrollback included; with `escapes`, its attributes
+        as the SGR sequences tmux writes for them."""
+        return self.tmux("capture-pane", "-p", "-S", "-", *(["-e"] if escapes else []))
+
+    def kill(self) -> None:
+        subprocess.run(["tmux", "-L", self.socket, "kill-server"], capture_output=True, check=False)
+
+
+@pytest.fixture
+def pane() -> Iterator[Pane]:
+    started = Pane()
+    yield started
+    started.kill()
+
+
+def environment(prefect_api: str, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("REGARDS_")}
+    return {**env, "PREFECT_API_URL": prefect_api, "REGARDS_PASSWORD": PASSWORD, **extra}
+
+
+def counts(text: str) -> tuple[int, int] | None:
+    found = LIVE_COUNT.search(text)
+    return (int(found[1]), int(found[2])) if found else None
+
+
+def test_live_display_in_a_terminal(
+    start_simulator: Start, tmp_path: Path, prefect_api: str, pane: Pane
+) -> None:
+    sim = start_simulator(SLOW_ORDER)
+    pane.start([CLI, *download_args(sim, ORDER_ID, tmp_path / "data")], environment(prefect_api))
+
+    def partial(above: int) -> tuple[int, int] | None:
+        seen = counts(pane.screen())
+        return seen if seen and above <= seen[0] < seen[1] else None
+
+    first = wait_until(lambda: partial(0), "the bar with part of the files", timeout=DEADLINE)
+    screen = pane.screen()
+    assert f"order {ORDER_ID} " in screen and "━" in screen  # the order's line, the bar
+    assert re.search(r"slow-\d\.bin\s+\S+ kB/150\.0 kB\s+\S+ kB/s", screen)  # a transfer's row
+    later = wait_until(lambda: partial(first[0] + 1), "the bar advancing", timeout=DEADLINE)
+    assert later[0] > first[0]
+
+    ended = wait_until(
+        lambda: re.search(r"\[exit (\d+)\]", pane.screen()), "the end", timeout=DEADLINE
+    )
+    assert ended[1] == "0"
+    final = pane.history()
+    assert FINAL in final.splitlines()
+    # The live view was transient: no bar, no transfer row left, the log lines above intact.
+    assert "━" not in final and "files verified," not in final
+    assert "Finished in state Completed()" in final
+    assert not RAW_SEQUENCE.search(final)
+    # Colours are all the escapes there are: nothing else is left in the lines.
+    coloured = pane.history(escapes=True)
+    assert "\x1b" in coloured  # the capture does carry the attributes
+    assert "\x1b" not in SGR.sub("", coloured)
+
+
+def test_periodic_lines_without_a_terminal(
+    start_simulator: Start, tmp_path: Path, prefect_api: str
+) -> None:
+    sim = start_simulator(SLOW_ORDER)
+    out, err = tmp_path / "stdout", tmp_path / "stderr"
+    env = environment(prefect_api, REGARDS_PROGRESS_EVERY="0.3")
+    with out.open("wb") as stdout, err.open("wb") as stderr:
+        done = subprocess.run(
+            [CLI, *download_args(sim, ORDER_ID, tmp_path / "data", "--json")],
+            stdout=stdout, stderr=stderr, stdin=subprocess.DEVNULL, env=env, timeout=180,
+            check=False,
+        )  # fmt: skip
+    assert done.returncode == 0, err.read_text()
+    written, logged = out.read_bytes(), err.read_bytes()
+    assert b"\x1b" not in written and b"\x1b" not in logged
+    assert json.loads(written)["ok"] is True
+    lines = logged.decode().splitlines()
+    periodic = [
+        match
+        for line in lines
+        if (
+            match := re.fullmatch(
+                rf"order {ORDER_ID} RUNNING: (\d+)/(\d+) files, "
+                r"[\d.]+ [kMG]?B/[\d.]+ [kMG]?B, [\d.]+ [kMG]?B/s",
+                line,
+            )
+        )
+    ]
+    assert any(int(m[1]) < int(m[2]) for m in periodic), lines
+    assert "━" not in logged.decode()
+    assert lines[-1] == FINAL
