@@ -29,6 +29,7 @@ They are configured from this process's environment, read once at start-up (rest
     REGARDS_SCHEDULE, REGARDS_SCHEDULE_TIMEZONE       cron and time zone of the scheduled one
     REGARDS_SCHEDULED_ORDER_ID, REGARDS_SCHEDULED_TARGET   what the scheduled one delivers, where
     REGARDS_SUBSCRIPTION_QUERIES                      the subscription's queries, one per line
+                                                      (unset: its schedule is off)
     REGARDS_SUBSCRIPTION_TARGET, REGARDS_SUBSCRIPTION_SINCE   where it delivers; its first start
     REGARDS_SUBSCRIPTION_SCHEDULE                     its cron, in REGARDS_SCHEDULE_TIMEZONE
     REGARDS_UNPACK_ARCHIVES                           1: unpack delivered archives (trigger on)
@@ -132,10 +133,9 @@ def deployments(env: Mapping[str, str] = os.environ) -> dict[str, RunnerDeployme
     }
     timezone = env.get("REGARDS_SCHEDULE_TIMEZONE") or DEFAULT_TIMEZONE
     schedule = Cron(env.get("REGARDS_SCHEDULE") or DEFAULT_SCHEDULE, timezone=timezone)
-    queries = (env.get("REGARDS_SUBSCRIPTION_QUERIES") or "").splitlines()
-    queries = [q.strip() for q in queries if q.strip()] or [
-        DEFAULTS["REGARDS_SUBSCRIPTION_QUERIES"]
-    ]
+    lines = (env.get("REGARDS_SUBSCRIPTION_QUERIES") or "").splitlines()
+    queries_given = [q.strip() for q in lines if q.strip()]
+    queries = queries_given or [DEFAULTS["REGARDS_SUBSCRIPTION_QUERIES"]]
     subscription = {
         "queries": queries,
         "connection": connection,
@@ -188,7 +188,9 @@ def deployments(env: Mapping[str, str] = os.environ) -> dict[str, RunnerDeployme
             description=f"Order what is new in the catalogue since the last successful run "
             f"({', '.join(queries)}) and deliver it to {subscription['target']}.",
             parameters=subscription,
-            schedule=Cron(every, timezone=timezone),
+            # It orders by itself: its schedule is on only once its queries are given, never
+            # with the default that fits the bundled simulator.
+            schedule=Cron(every, timezone=timezone, active=bool(queries_given)),
             # Two windows at once would order the same products twice.
             concurrency_limit=ConcurrencyLimitConfig(
                 limit=1, collision_strategy=ConcurrencyLimitStrategy.CANCEL_NEW

@@ -85,6 +85,9 @@ def test_the_schedule_and_the_parameters_come_from_the_environment() -> None:
     }
     [every] = subscription.schedules
     assert (every.schedule.cron, every.schedule.timezone) == ("*/15 * * * *", "Europe/Paris")
+    assert every.active  # its queries were given
+    [off] = deployments(SITE)["subscription"].schedules
+    assert not off.active  # the default queries never order by themselves
     assert subscription.concurrency_limit == 1
     for deployment in (ordering, subscription):
         assert deployment.entrypoint == (
