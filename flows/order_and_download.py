@@ -17,7 +17,7 @@ from prefect.client.schemas.objects import State
 from prefect.states import Completed, Failed
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from regards_order.catalogue import OrderRequest, find, human_size, parse_size
+from regards_order.catalogue import OrderRequest, human_size, parse_size, recorded
 from regards_order.errors import NothingToOrder, OverSizeLimit, RegardsOrderError
 from regards_order.flows.deliver import deliver, verdict
 from regards_order.flows.form import titled
@@ -108,9 +108,4 @@ def _recorded(request: OrderRequest, target: str, options: DownloadOptions) -> O
     """The order an earlier run created for this very request, at this target."""
     if not target:
         return None
-    order_id = find(open_target(target, options.storage_options), request)
-    if order_id is None:
-        return None
-    return OrderCreated(
-        order_id=order_id, status="RECORDED", queries=request.queries, label=request.label
-    )
+    return recorded(open_target(target, options.storage_options), request)

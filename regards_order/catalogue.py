@@ -289,6 +289,16 @@ def find(target: Target, request: OrderRequest) -> int | None:
     return None if found is None else found.order_id
 
 
+def recorded(target: Target, request: OrderRequest) -> OrderCreated | None:
+    """The order an earlier run created for this very request at this target, as created."""
+    order_id = find(target, request)
+    if order_id is None:
+        return None
+    return OrderCreated(
+        order_id=order_id, status="RECORDED", queries=request.queries, label=request.label
+    )
+
+
 def remember(target: Target, request: OrderRequest, grant: OrderGrant, owner: str = "") -> None:
     """Record the order created for this request (its intent is settled)."""
     entry = RememberedRequest(

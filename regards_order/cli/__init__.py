@@ -16,7 +16,14 @@ import click
 from pydantic import SecretStr
 
 from regards_order.cli.download import EXIT_FAILED, EXIT_OK, EXIT_USAGE, PROG, download, fail
-from regards_order.cli.options import CONNECTION_MODELS, DOWNLOAD_MODELS, add_options
+from regards_order.cli.options import (
+    CONNECTION_MODELS,
+    DOWNLOAD_MODELS,
+    add_options,
+    json_option,
+    quiet_option,
+    target_option,
+)
 from regards_order.cli.orders import orders_command, status_command
 from regards_order.models import DataType
 from regards_order.settings import Connection, DownloadOptions
@@ -39,24 +46,10 @@ def cli() -> None:
 
 @cli.command(name="download")
 @click.argument("order_id", type=click.IntRange(min=1))
-@click.option(
-    "--target",
-    envvar="REGARDS_TARGET",
-    show_envvar=True,
-    help="Folder or fsspec URL the files go to (s3://bucket/prefix, ...).",
-)
+@target_option("Folder or fsspec URL the files go to (s3://bucket/prefix, ...).")
 @add_options(CONNECTION_MODELS + DOWNLOAD_MODELS)
-@click.option(
-    "--json",
-    "as_json",
-    is_flag=True,
-    envvar="REGARDS_JSON",
-    show_envvar=True,
-    help="Print the report as JSON on stdout (every run that reached the server).",
-)
-@click.option(
-    "--quiet", "-q", is_flag=True, help="Show nothing while it runs: errors and the final line."
-)
+@json_option("Print the report as JSON on stdout (every run that reached the server).")
+@quiet_option
 def download_command(
     order_id: int, target: str | None, as_json: bool, quiet: bool, **values: Any
 ) -> None:
@@ -73,12 +66,7 @@ def _described(field: str) -> str:
 
 @cli.command(name="order")
 @click.argument("queries", nargs=-1, required=True)
-@click.option(
-    "--target",
-    envvar="REGARDS_TARGET",
-    show_envvar=True,
-    help="Deliver the order there (folder or fsspec URL); without it, only create the order.",
-)
+@target_option("Deliver the order there (folder or fsspec URL); without it, only create the order.")
 @click.option(
     "--data-type",
     "data_types",
@@ -104,17 +92,8 @@ def _described(field: str) -> str:
     "--dry-run", is_flag=True, help="Search and size what would be ordered; order nothing."
 )
 @add_options(CONNECTION_MODELS + DOWNLOAD_MODELS)
-@click.option(
-    "--json",
-    "as_json",
-    is_flag=True,
-    envvar="REGARDS_JSON",
-    show_envvar=True,
-    help="Print the result as JSON on stdout.",
-)
-@click.option(
-    "--quiet", "-q", is_flag=True, help="Show nothing while it runs: errors and the final line."
-)
+@json_option("Print the result as JSON on stdout.")
+@quiet_option
 def order_command(
     queries: tuple[str, ...],
     target: str | None,

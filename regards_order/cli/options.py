@@ -144,6 +144,24 @@ def add_options(models: tuple[type[BaseModel], ...]) -> Callable[[Any], Any]:
     return decorate
 
 
+def target_option(help: str) -> Callable[[Any], Any]:
+    """`--target`, read from REGARDS_TARGET, as every command that reads or writes one takes it."""
+    return click.option("--target", envvar="REGARDS_TARGET", show_envvar=True, help=help)
+
+
+def json_option(help: str) -> Callable[[Any], Any]:
+    """`--json` (as `as_json`), read from REGARDS_JSON: the command's document on stdout."""
+    return click.option(
+        "--json", "as_json", is_flag=True, envvar="REGARDS_JSON", show_envvar=True, help=help
+    )
+
+
+#: `--quiet`/`-q` of the commands that show a delivery while it runs.
+quiet_option = click.option(
+    "--quiet", "-q", is_flag=True, help="Show nothing while it runs: errors and the final line."
+)
+
+
 def model_values(model: type[BaseModel], given: dict[str, Any]) -> dict[str, Any]:
     """The values of `model`'s fields among the command's `given` values (unset ones left to
     the model's defaults). Raises ValueError for malformed storage options."""

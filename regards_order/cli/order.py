@@ -131,14 +131,9 @@ def order(
 def _recorded(destination: Target, request: OrderRequest) -> OrderCreated | None:
     """The order an earlier run created for this very request, at this target."""
     try:
-        order_id = catalogue.find(destination, request)
+        return catalogue.recorded(destination, request)
     except RegardsOrderError as error:
         fail(str(error), EXIT_FAILED)
-    if order_id is None:
-        return None
-    return OrderCreated(
-        order_id=order_id, status="RECORDED", queries=request.queries, label=request.label
-    )
 
 
 def _placed(

@@ -20,7 +20,7 @@ from typing import Any, NoReturn
 import click
 
 from regards_order.cli.download import EXIT_FAILED, EXIT_OK, EXIT_USAGE, PROG, connection_from
-from regards_order.cli.options import CONNECTION_MODELS, add_options
+from regards_order.cli.options import CONNECTION_MODELS, add_options, target_option
 from regards_order.client import RegardsClient
 from regards_order.errors import (
     AuthenticationError,
@@ -273,12 +273,7 @@ def status_text(document: dict[str, Any]) -> str:
 @click.command(name="status")
 @click.argument("order_id", type=click.IntRange(min=1))
 @add_options(CONNECTION_MODELS)
-@click.option(
-    "--target",
-    envvar="REGARDS_TARGET",
-    show_envvar=True,
-    help="Also count the files verified there, per its delivery record (read only).",
-)
+@target_option("Also count the files verified there, per its delivery record (read only).")
 @click.option(
     "--storage-options",
     metavar="JSON",
