@@ -145,16 +145,9 @@ def _placed(
     as_json: bool,
 ) -> OrderCreated:
     """Check the size and the basket, then create the order (once per request and target)."""
-    if not selection.files:
-        _refuse("the queries match no file to order: nothing ordered", selection, as_json)
-    if selection.exceeds(request.max_size):
-        _refuse(
-            f"the queries would order {human_size(selection.size)} ({selection.files} files "
-            f"of {selection.products} products), over --max-size "
-            f"{human_size(request.max_size or 0)}: nothing ordered",
-            selection,
-            as_json,
-        )
+    problem = _unorderable(request, selection)
+    if problem:
+        _refuse(problem, selection, as_json)
     try:
         catalogue.check_basket(client, empty_basket)
         return catalogue.place(client, request, selection, destination)
@@ -164,6 +157,19 @@ def _placed(
         _refuse(f"the server refused the order ({refusal}): {said}", selection, as_json)
     except RegardsOrderError as error:
         _refuse(str(error), selection, as_json)
+
+
+def _unorderable(request: OrderRequest, selection: Selection) -> str | None:
+    """Why the selection is not to be ordered, if it is not: nothing in it, or too much."""
+    if not selection.files:
+        return "the queries match no file to order: nothing ordered"
+    if selection.exceeds(request.max_size):
+        return (
+            f"the queries would order {human_size(selection.size)} ({selection.files} files "
+            f"of {selection.products} products), over --max-size "
+            f"{human_size(request.max_size or 0)}: nothing ordered"
+        )
+    return None
 
 
 def _refuse(message: str, selection: Selection, as_json: bool) -> NoReturn:
@@ -206,21 +212,26 @@ def _plan(client: RegardsClient, request: OrderRequest) -> Selection:
 
 
 def _dry_run_done(request: OrderRequest, selection: Selection, as_json: bool) -> int:
-    """What the request would order, printed; nothing created."""
-    over = selection.exceeds(request.max_size)
+    """What the request would order, printed; nothing created. Exit 0 if the same command
+    without --dry-run would order it, 1 (nothing matches, over --max-size) if it would not."""
+    problem = _unorderable(request, selection)
     if as_json:
         document = {
             "ordered": False,
+            "ok": problem is None,
+            "problems": [problem] if problem else [],
             **_counts(selection),
             "max_size": request.max_size,
-            "over_max_size": over,
+            "over_max_size": selection.exceeds(request.max_size),
             "queries": list(request.queries),
         }
         click.echo(json.dumps(document, indent=2))
+    if problem:
+        fail(f"{problem} (dry run)", EXIT_FAILED)
     unsized = f", {selection.unsized_files} of unknown size" if selection.unsized_files else ""
     line = (
         f"would order {selection.files} files ({human_size(selection.size)}{unsized}) of "
         f"{selection.products} products; dry run: nothing ordered"
     )
-    click.echo(f"{PROG}: {line}" + (", over --max-size" if over else ""), err=True)
+    click.echo(f"{PROG}: {line}", err=True)
     return EXIT_OK

@@ -177,6 +177,19 @@ def test_nothing_matching_and_over_the_size_limit_order_nothing(start_simulator:
     (line,) = over.stderr.strip().splitlines()
     assert "over --max-size 50.0 kB" in line and "4 files of 4 products" in line
     assert json.loads(over.stdout)["ordered"] is False
+    # A dry run tells the same: it exits as the order would, with its document.
+    for args, problem in [
+        (["providerId:L8_*"], "match no file"),
+        (["providerId:S2*", "--max-size", "50kB"], "over --max-size 50.0 kB"),
+    ]:
+        dry = cli(*order_args(sim, *args, "--dry-run", "--json"), env=ENV)
+        assert dry.returncode == 1
+        (line,) = dry.stderr.strip().splitlines()
+        assert problem in line and line.endswith("nothing ordered (dry run)")
+        document = json.loads(dry.stdout)
+        assert document["ok"] is False and document["ordered"] is False
+        assert [p for p in document["problems"] if problem in p]
+    assert document["over_max_size"] is True and document["files"] == 4
     assert created(sim) == []
 
 
