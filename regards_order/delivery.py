@@ -144,21 +144,32 @@ class Delivery:
         new = 0
         for entry in sorted(files, key=lambda server_file: server_file.id):  # names by id
             file = entry.order_file(api_url)
-            if file.key in self._states:
+            known = self._states.get(file.key)
+            if known is not None:
+                # One still waiting for its restoration that the server has put in error since.
+                if known.phase is Phase.WAITING and entry.state.in_error:
+                    self._in_error_on_the_server(known, entry)
                 continue
             new += 1
             name = choose_name(file, self._taken)
             if entry.state.in_error:
-                why = entry.download_error or entry.state.value
-                state = FileState(file=file, name=name, phase=Phase.SETTLED)
-                state.outcome, state.error = Outcome.FAILED, f"in error on the server: {why}"
+                state = FileState(file=file, name=name, phase=Phase.SETTLED)  # never queued
                 self._add(state)
-                self._count(state, +1)
+                self._in_error_on_the_server(state, entry)
             elif entry.state is ServerFileState.PENDING:
                 self._add(FileState(file=file, name=name, phase=Phase.WAITING))
             else:  # available, downloaded or download error: served by id
                 self._add(FileState(file=file, name=name))
         return new
+
+    def _in_error_on_the_server(self, state: FileState, entry: ServerFile) -> None:
+        """A file the server cannot deliver (not queued): failed at once, with the server's
+        reason."""
+        why = entry.download_error or entry.state.value
+        state.phase, state.outcome = Phase.SETTLED, Outcome.FAILED
+        state.error = f"in error on the server: {why}"
+        self._count(state, +1)
+        self._changed = True
 
     def retry_due(self, now: float) -> int:
         """Queue again every file that failed on what may pass and whose time has come (on the

@@ -146,3 +146,25 @@ def test_a_settled_outcome_counts_once() -> None:
     assert (bookkeeping.settled, bookkeeping.in_flight, bookkeeping.idle) == (1, 0, True)
     (only,) = bookkeeping.outcomes("unused")
     assert only.outcome is Outcome.DOWNLOADED and only.attempts == 2
+
+
+def test_a_file_waiting_for_restoration_then_in_error_fails_with_the_servers_reason() -> None:
+    from regards_order.models import ServerFile, ServerFileState
+
+    bookkeeping = delivery(fresh_target())
+
+    def entry(state: ServerFileState, error: str | None = None) -> ServerFile:
+        return ServerFile(id=7, state=state, filename="late.bin", size=3, download_error=error)
+
+    assert bookkeeping.know([entry(ServerFileState.PENDING)], "https://h/api/v1") == 1
+    assert bookkeeping.state("7").phase is Phase.WAITING and bookkeeping.take() is None
+    # Read again at the end: the server could not restore it.
+    assert bookkeeping.know([entry(ServerFileState.ERROR, "no such file in storage")], "x") == 0
+    assert bookkeeping.state("7").phase is Phase.SETTLED
+    assert bookkeeping.totals()[2] == 1  # one failed
+    (outcome,) = bookkeeping.outcomes("not transferred")
+    assert outcome.outcome is Outcome.FAILED
+    assert outcome.error == "in error on the server: no such file in storage"
+    # Known and in error already: nothing counted twice.
+    bookkeeping.know([entry(ServerFileState.ERROR, "no such file in storage")], "x")
+    assert bookkeeping.totals()[2] == 1
