@@ -47,12 +47,24 @@ async def open_window(since: str) -> Window:
     for the first run) to now."""
     variable = _variable_name()
     stored: Any = await Variable.aget(variable) if variable else None
+    window, keep = choose_window(stored, since, datetime.now(UTC), variable)
+    if keep is not None:
+        await _keep(window, keep)
+    return window
+
+
+def choose_window(
+    stored: object, since: str, now: datetime, variable: str | None
+) -> tuple[Window, dict[str, object] | None]:
+    """The window a run takes, from what the Variable holds, and what to keep in it now
+    (None: it holds it already)."""
     kept: dict[str, Any] = stored if isinstance(stored, dict) else {}
     pending, done = kept.get("pending"), kept.get("done")
     if isinstance(pending, dict):
-        return Window(
+        left = Window(
             _moment(pending["since"], "since"), _moment(pending["until"], "until"), variable
         )
+        return left, None
     if done:
         start = _moment(str(done), "the last window's end")
     elif since:
@@ -61,14 +73,18 @@ async def open_window(since: str) -> Window:
         raise ConfigurationError(
             "the queries hold {since}: give the first window's start (since, ISO 8601)"
         )
-    window = Window(start, datetime.now(UTC), variable)
-    await _keep(window, {"done": done, "pending": _ends(window)})
-    return window
+    window = Window(start, max(now, start), variable)
+    return window, {"done": done, "pending": _ends(window)}
 
 
 async def close_window(window: Window) -> None:
     """The window was delivered whole: the next run starts where it ended."""
-    await _keep(window, {"done": window.until.isoformat(), "pending": None})
+    await _keep(window, closed(window))
+
+
+def closed(window: Window) -> dict[str, object]:
+    """What the Variable keeps once `window` is delivered whole."""
+    return {"done": window.until.isoformat(), "pending": None}
 
 
 def _ends(window: Window) -> dict[str, str]:
