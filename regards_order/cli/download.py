@@ -266,7 +266,10 @@ def _stop_on_signals() -> list[int]:
         received.append(signum)
         request_stop()
         name = signal.Signals(signum).name
-        click.echo(f"{PROG}: {name}: stopping cleanly; send it again to quit at once", err=True)
+        # To the current sys.stderr: while the live display runs it is the display's, which
+        # prints the line above the view (click's own stderr would write through it).
+        message = f"{PROG}: {name}: stopping cleanly; send it again to quit at once"
+        click.echo(message, file=sys.stderr)
 
     for each in (signal.SIGTERM, signal.SIGINT):
         signal.signal(each, on_signal)

@@ -70,19 +70,27 @@ class Pane:
         )  # fmt: skip
         return done.stdout
 
-    def start(self, command: list[str], env: dict[str, str]) -> None:
+    def start(
+        self, command: list[str], env: dict[str, str], *, trap_interrupt: bool = False
+    ) -> None:
         # The shell stays after the command, so that its last screen and exit code can be read.
         shell = f'{shlex.join(command)}; echo "[exit $?]"; exec sleep 3600'
-        self.tmux("new-session", "-d", "-x", "120", "-y", "30", shell, env=env)
+        if trap_interrupt:  # Ctrl-C reaches the command; the shell goes on to say its exit
+            shell = f"trap : INT; {shell}"
+        self.tmux("new-session", "-d", "-s", "test", "-x", "120", "-y", "30", shell, env=env)
+
+    @property
+    def target(self) -> str:
+        return "test"
 
     def screen(self) -> str:
         """The visible screen as text (tmux has interpreted every escape sequence)."""
         return self.tmux("capture-pane", "-p")
 
     def history(self, *, escapes: bool = False) -> str:
-        """Everything the pane showed, scrollback included; with `escapes`, its attributes
-        as the SGR sequences tmux writes for them."""
-        return self.tmux("capture-pane", "-p", "-S", "-", *(["-e"] if escapes else []))
+        """Everything the pane showed, scrollback included, wrapped lines joined; with
+        `escapes`, its attributes as the SGR sequences tmux writes for them."""
+        return self.tmux("capture-pane", "-p", "-J", "-S", "-", *(["-e"] if escapes else []))
 
     def kill(self) -> None:
         subprocess.run(["tmux", "-L", self.socket, "kill-server"], capture_output=True, check=False)
@@ -174,3 +182,30 @@ def test_periodic_lines_without_a_terminal(
     assert any(int(m[1]) < int(m[2]) for m in periodic), lines
     assert "━" not in logged.decode()
     assert lines[-1] == FINAL
+
+
+def test_ctrl_c_while_the_display_runs_leaves_a_clean_terminal_and_says_what_is_left(
+    start_simulator: Start, tmp_path: Path, prefect_api: str, pane: Pane
+) -> None:
+    sim = start_simulator(SLOW_ORDER)
+    command = [CLI, *download_args(sim, ORDER_ID, tmp_path / "data")]
+    # The shell keeps going after Ctrl-C (a trap), to print the exit code the CLI ended with.
+    pane.start(command, environment(prefect_api), trap_interrupt=True)
+    row = re.compile(r"slow-\d\.bin\s+\S+ [kM]?B/150\.0 kB")
+    wait_until(lambda: row.search(pane.screen()), "a transfer in flight", timeout=DEADLINE)
+    pane.tmux("send-keys", "-t", pane.target, "C-c")
+    ended = wait_until(
+        lambda: re.search(r"\[exit (\d+)\]", pane.screen()), "the end", timeout=DEADLINE
+    )
+    assert ended[1] == "130"  # 128 + SIGINT, after a clean stop
+    final = pane.history()
+    lines = final.splitlines()
+    # Said above the view, not through it, and kept once the view is gone.
+    assert "regards-order: SIGINT: stopping cleanly; send it again to quit at once" in lines
+    # What is left: the last line names the order and how many files were not delivered.
+    (last,) = [line for line in lines if line.startswith(f"regards-order: order {ORDER_ID} ")]
+    assert last.startswith(f"regards-order: order {ORDER_ID} not delivered: ")
+    assert re.search(r"interrupted with \d files not delivered", final)
+    assert "━" not in final and "files verified," not in final  # the view is gone
+    assert not RAW_SEQUENCE.search(final) and "Traceback" not in final
+    assert not list((tmp_path / "data").rglob("*.regards-partial"))  # nothing half-written
