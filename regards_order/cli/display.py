@@ -8,6 +8,7 @@ flight; log lines print above it. Elsewhere (cron, CI, a worker's log), one plai
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sys
@@ -138,6 +139,24 @@ def _prefect_consoles() -> Iterator[object]:
                 yield handler
 
 
+#: The live view on screen, if one is.
+_SHOWN: list[Live] = []
+
+
+def close_view() -> None:
+    """Take the live view off the screen and show the cursor again, before quitting at once
+    (a second Ctrl-C): never longer than a second, whatever the view's thread is doing."""
+    if not _SHOWN:
+        return
+    live = _SHOWN[0]
+    closing = threading.Thread(target=live.stop, name="regards-order-close-view", daemon=True)
+    closing.start()
+    closing.join(1.0)
+    if closing.is_alive():  # the view could not stop: at least give the cursor back
+        with contextlib.suppress(OSError):
+            os.write(sys.__stderr__.fileno() if sys.__stderr__ else 2, b"\x1b[?25h\n")
+
+
 @contextmanager
 def showing(order_id: int, mode: Mode) -> Iterator[None]:
     """Show the delivery for the length of the block."""
@@ -182,7 +201,11 @@ def showing(order_id: int, mode: Mode) -> Iterator[None]:
         handler.console = console  # type: ignore[attr-defined]  # log lines above the view
     try:
         with live:
-            yield
+            _SHOWN.append(live)
+            try:
+                yield
+            finally:
+                _SHOWN.remove(live)
     finally:
         for handler, original in zip(handlers, before, strict=True):
             handler.console = original  # type: ignore[attr-defined]

@@ -24,7 +24,7 @@ import click
 from pydantic import SecretStr, ValidationError
 
 from regards_order.cli import options as cli_options
-from regards_order.cli.display import mode_for, showing
+from regards_order.cli.display import close_view, mode_for, showing
 from regards_order.cli.server import ServerUnavailable, TemporaryServer
 from regards_order.client import shared_client
 from regards_order.delivery import Delivery
@@ -262,6 +262,7 @@ def _stop_on_signals() -> list[int]:
 
     def on_signal(signum: int, _frame: FrameType | None) -> None:
         if received:
+            close_view()
             os._exit(128 + signum)
         received.append(signum)
         request_stop()

@@ -83,6 +83,11 @@ class Pane:
     def target(self) -> str:
         return "test"
 
+    def cursor_shown(self) -> bool:
+        return (
+            self.tmux("display-message", "-p", "-t", self.target, "#{cursor_flag}").strip() == "1"
+        )
+
     def screen(self) -> str:
         """The visible screen as text (tmux has interpreted every escape sequence)."""
         return self.tmux("capture-pane", "-p")
@@ -209,3 +214,31 @@ def test_ctrl_c_while_the_display_runs_leaves_a_clean_terminal_and_says_what_is_
     assert "━" not in final and "files verified," not in final  # the view is gone
     assert not RAW_SEQUENCE.search(final) and "Traceback" not in final
     assert not list((tmp_path / "data").rglob("*.regards-partial"))  # nothing half-written
+
+
+def test_a_second_ctrl_c_quits_at_once_and_gives_the_cursor_back(
+    start_simulator: Start, tmp_path: Path, prefect_api: str, pane: Pane
+) -> None:
+    # The file stalls for 15 s: the clean stop the first Ctrl-C asks for cannot end before
+    # the second one comes.
+    stalled = {"filename": "stalled.bin", "size": 150_000, "faults": [
+        {"kind": "stall", "at_byte": 20_000, "seconds": 15, "times": None}]}  # fmt: skip
+    sim = start_simulator(scenario([{"id": ORDER_ID, "owner": USER, "files": [stalled]}]))
+    command = [CLI, *download_args(sim, ORDER_ID, tmp_path / "data")]
+    pane.start(command, environment(prefect_api), trap_interrupt=True)
+    row = re.compile(r"stalled\.bin\s+\S+ [kM]?B/150\.0 kB")
+    wait_until(lambda: row.search(pane.screen()), "the transfer in flight", timeout=DEADLINE)
+    assert pane.cursor_shown() is False  # the live view hides it while it runs
+    pane.tmux("send-keys", "-t", pane.target, "C-c")
+    wait_until(lambda: "SIGINT: stopping cleanly" in pane.history(), "the first one taken")
+    pane.tmux("send-keys", "-t", pane.target, "C-c")
+    ended = wait_until(
+        lambda: re.search(r"\[exit (\d+)\]", pane.screen()), "the end", timeout=DEADLINE
+    )
+    assert ended[1] == "130"
+    final = pane.history()
+    assert f"order {ORDER_ID} not delivered" not in final  # it did quit at once
+    # The view is off the screen, the cursor shown again, nothing raw left.
+    assert pane.cursor_shown() is True
+    assert "━" not in final and "files verified," not in final
+    assert not RAW_SEQUENCE.search(final) and "Traceback" not in final
