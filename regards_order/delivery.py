@@ -79,6 +79,14 @@ def fetch_file(
     )
 
 
+def _settled_unread(state: FileState) -> bool:
+    """Settled without its body read to the end for the server (skipped as already there, or
+    failed while taken as recorded): when the server lists it, it waits for that download."""
+    return state.outcome is Outcome.SKIPPED or (
+        state.outcome is Outcome.FAILED and not state.origin.listed
+    )
+
+
 def _read_and_discard(client: RegardsClient, file: OrderFile) -> None:
     """Download `file` without keeping a byte, so that the server counts it as downloaded;
     best effort: the file has failed whatever happens here."""
@@ -132,7 +140,7 @@ class Delivery:
             elif state.phase is Phase.WAITING:
                 state.phase, state.origin = Phase.QUEUED, Origin.LISTED
                 self._queue.append(state)
-            elif state.phase is Phase.SETTLED and state.outcome is Outcome.SKIPPED:
+            elif state.phase is Phase.SETTLED and _settled_unread(state):
                 self._requeue(state, Origin.LISTED_AGAIN)
         return new
 
@@ -158,7 +166,9 @@ class Delivery:
                 self._in_error_on_the_server(state, entry)
             elif entry.state is ServerFileState.PENDING:
                 self._add(FileState(file=file, name=name, phase=Phase.WAITING))
-            else:  # available, downloaded or download error: served by id
+            elif entry.state is ServerFileState.AVAILABLE:  # its suborder waits for it
+                self._add(FileState(file=file, name=name, origin=Origin.LISTED))
+            else:  # downloaded or download error: served by id
                 self._add(FileState(file=file, name=name))
         return new
 

@@ -168,3 +168,36 @@ def test_a_file_waiting_for_restoration_then_in_error_fails_with_the_servers_rea
     # Known and in error already: nothing counted twice.
     bookkeeping.know([entry(ServerFileState.ERROR, "no such file in storage")], "x")
     assert bookkeeping.totals()[2] == 1
+
+
+def test_a_file_the_whole_order_shows_available_is_downloaded_for_its_suborder() -> None:
+    from regards_order.models import ServerFile, ServerFileState
+
+    bookkeeping = delivery(fresh_target())
+    # Restored between the two listings of one look: absent from the available files, shown
+    # AVAILABLE in the list of every file. Its suborder waits for its download all the same.
+    entry = ServerFile(id=4, state=ServerFileState.AVAILABLE, filename="a.bin", size=3)
+    bookkeeping.know([entry], "https://h/api/v1")
+    taken = bookkeeping.take()
+    assert taken is not None and taken.origin is Origin.LISTED
+
+
+def test_a_recorded_file_that_failed_is_taken_again_once_the_server_lists_it() -> None:
+    target = fresh_target()
+    first = delivery(target)
+    first.discover([file(1)])
+    first.save()
+    again = delivery(target)  # from the record: taken as recorded
+    taken = again.take()
+    assert taken is not None and taken.origin is Origin.RECORDED
+    failed = FileOutcome.for_file(taken.file, target="x", outcome=Outcome.FAILED, attempts=1)
+    again.settle(failed)
+    assert again.totals()[2] == 1
+    # Listed now: the server waits for a download that reads its body to the end.
+    again.discover([file(1)])
+    retaken = again.take()
+    assert retaken is not None and retaken.origin is Origin.LISTED_AGAIN
+    assert again.totals()[2] == 0  # its failure taken back
+    again.settle(failed.model_copy(update={"attempts": 2}))
+    again.discover([file(1)])  # once listed, a failure stands
+    assert again.take() is None
